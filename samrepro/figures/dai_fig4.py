@@ -1,0 +1,87 @@
+"""Dai et al. Fig. 4: GD, SAM and USAM on ℓ(xy), η = 0.4, ρ = 0.1, from (2, √40), with Table 1's limits.
+
+GD stops at y∞² ≈ 2/η (Thm 3: within [2/η − O(η), 2/η]); USAM stops just below ỹ² of eq. (7) (Thm 5:
+y∞² ≳ (1 − η² − ρ²)ỹ²); SAM keeps drifting along the y-axis to the origin (Thm 4).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from samrepro import theory
+from samrepro.figures import Claim, Figure, final_rows, save
+from samrepro.tasks.single_neuron import LOSSES
+
+COLORS = {"gd": "tab:gray", "sam": "tab:blue", "usam": "tab:orange"}
+GD_SLACK = 3.0  # "O(η)" of Thm 3, checked as 0 ≤ 2/η − y∞² ≤ 3η
+USAM_SLACK = 0.05  # "≳" of Thm 5, checked as y∞² ≥ 0.95·(1 − η² − ρ²)ỹ²
+SAM_FRACTION = 0.01  # "y∞² ≈ 0", checked as y∞² ≤ 1% of GD's 2/η
+
+
+def limit_claims(final: pd.DataFrame, label: str) -> list[Claim]:
+    """Table 1's three limits, checked on the final rows of GD, SAM and USAM runs."""
+    claims = []
+    y2 = final.y**2
+    gd = final["opt.name"] == "gd"
+    gap = (theory.gd_limit_y2(final.lr) - y2)[gd] / final.lr[gd]
+    claims.append(Claim(
+        f"GD: y∞² ≈ 2/η ({label})", "0 ≤ 2/η − y∞² = O(η)",
+        f"(2/η − y∞²)/η ∈ [{gap.min():.2f}, {gap.max():.2f}] over {gd.sum()} runs",
+        f"0 ≤ (2/η − y∞²)/η ≤ {GD_SLACK:g}", bool(((gap >= 0) & (gap <= GD_SLACK)).all())))
+    sam = final["opt.name"] == "sam"
+    ratio = (y2 / theory.gd_limit_y2(final.lr))[sam]
+    claims.append(Claim(
+        f"SAM: y∞² ≈ 0 ({label})", "y∞² ≈ 0 (drifts to the origin)",
+        f"max y∞²/(2/η) = {ratio.max():.2e} over {sam.sum()} runs",
+        f"y∞² ≤ {SAM_FRACTION:g}·2/η", bool((ratio <= SAM_FRACTION).all())))
+    usam = final[final["opt.name"] == "usam"]
+    upper = theory.usam_limit_y2(usam.lr, usam.rho)
+    lower = theory.usam_limit_y2_lower(usam.lr, usam.rho)
+    u2 = usam.y**2
+    ok = (u2 <= upper) & (u2 >= (1 - USAM_SLACK) * lower)
+    claims.append(Claim(
+        f"USAM: (1+ρy∞²)y∞² ≈ 2/η ({label})", "(1−η²−ρ²)ỹ² ≲ y∞² < ỹ², ỹ² of eq. (7)",
+        f"y∞²/ỹ² ∈ [{(u2 / upper).min():.3f}, {(u2 / upper).max():.3f}], "
+        f"{int(ok.sum())}/{len(usam)} runs inside",
+        f"y∞² ≤ ỹ² and ≥ {1 - USAM_SLACK:g}·(1−η²−ρ²)ỹ²", bool(ok.all())))
+    return claims
+
+
+def draw(df: pd.DataFrame, stem: Path) -> None:
+    lr, rho = df.lr.iloc[0], df.rho.iloc[0]
+    fig, (ax, ax_t) = plt.subplots(1, 2, figsize=(11, 4.6), gridspec_kw={"width_ratios": [1.1, 1]})
+    xs, ys = np.meshgrid(np.linspace(-2.5, 2.5, 300), np.linspace(-0.3, 7, 300))
+    ell = LOSSES[df["task.loss"].iloc[0]][0]
+    import torch
+
+    z = ell(torch.from_numpy(xs * ys)).numpy()
+    ax.contour(xs, ys, z, levels=np.geomspace(z.min() + 1e-3, z.max(), 14), colors="0.85", linewidths=0.7)
+    for opt, run in df.groupby("opt.name"):
+        ax.plot(run.x, run.y, "-o", ms=1.5, lw=0.8, color=COLORS[opt], label=opt.upper())
+        ax_t.plot(run.step, run.y**2, color=COLORS[opt], label=f"{opt.upper()} $y_t^2$")
+    for a in (ax, ax_t):
+        a.axhline(np.sqrt(theory.gd_limit_y2(lr)) if a is ax else theory.gd_limit_y2(lr), ls="--",
+                  color="k", lw=0.8, label=r"$y^2 = 2/\eta$ (GD)")
+        y2u = float(theory.usam_limit_y2(lr, rho))
+        a.axhline(np.sqrt(y2u) if a is ax else y2u, ls=":", color="tab:red", lw=1,
+                  label=r"$y^2=\tilde y^2_{\rm USAM}$ (eq. 7)")
+    ax.plot([2], [np.sqrt(40)], "ko", ms=5)
+    ax.set(xlabel="x", ylabel="y", title=rf"trajectories, $\eta$={lr:g}, $\rho$={rho:g}")
+    ax.legend(fontsize=8, loc="upper left")
+    ax_t.set(xscale="log", yscale="log", xlabel="step", ylabel=r"$y_t^2$", title="drift along the minima")
+    ax_t.legend(fontsize=8)
+    fig.suptitle(r"Dai et al. Fig. 4: $\ell(xy)$ — GD stops at $2/\eta$, USAM below $\tilde y^2$, SAM drifts to 0")
+    save(fig, stem)
+
+
+def claims(df: pd.DataFrame) -> list[Claim]:
+    return limit_claims(final_rows(df), "η=0.4, ρ=0.1")
+
+
+FIGURE = Figure("dai_fig4", "ℓ(xy) trajectories of GD, SAM, USAM", draw, claims,
+                notes="ℓ is the symmetrized logistic loss of App. E; 2,000 steps (the limits are reached "
+                      "by step ~100 for GD/USAM and ~1,500 for SAM).")

@@ -1,0 +1,46 @@
+"""The papers' closed-form predictions, each in one place with its equation number."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def gd_limit_y2(lr):
+    """Dai et al. Table 1 / Thm 3 (Ahn et al.): GD on ℓ(xy) with η > η_GD ends at y∞² ≈ 2/η."""
+    return 2.0 / np.asarray(lr, dtype=float)
+
+
+def usam_limit_y2(lr, rho):
+    """Dai et al. eq. (7): USAM on ℓ(xy) stops once (1 + ρy²)y² < 2/η, i.e. below
+    ỹ² = (√(8ρ/η + 1) − 1)/(2ρ)  (→ 2/η as ρ → 0)."""
+    lr, rho = np.broadcast_arrays(np.asarray(lr, dtype=float), np.asarray(rho, dtype=float))
+    safe = np.where(rho > 0, rho, 1.0)
+    return np.where(rho > 0, (np.sqrt(8 * rho / lr + 1) - 1) / (2 * safe), 2.0 / lr)
+
+
+def usam_limit_y2_lower(lr, rho):
+    """Dai et al. Thm 5: y∞² ≳ (1 − η² − ρ²)·ỹ²."""
+    return (1 - np.asarray(lr) ** 2 - np.asarray(rho) ** 2) * usam_limit_y2(lr, rho)
+
+
+def usam_max_lr(lam1, rho):
+    """Dai et al. Thm 1 / Thm 10: USAM on ½wᵀΛw diverges iff η(λ1 + ρλ1²) > 2 (⟨w0, e1⟩ ≠ 0)."""
+    return 2.0 / (lam1 + np.asarray(rho, dtype=float) * lam1**2)
+
+
+def gd_max_lr(lam1):
+    """GD (and, by Dai et al. Thm 1, SAM for every ρ) is stable on a β-smooth loss iff η < 2/β."""
+    return 2.0 / lam1
+
+
+def sam_loss_bound(lr, rho, alpha, beta, t, loss0):
+    """Dai et al. eq. (3): SAM with η < 2/β on an α-strongly-convex β-smooth loss (L* = 0) has
+    L(w_t) ≤ (1 − αη(2 − ηβ))^t L(w0) + ηβ³ρ²/(2α(2 − ηβ))."""
+    lr = np.asarray(lr, dtype=float)
+    contraction = (1 - alpha * lr * (2 - lr * beta)) ** np.asarray(t, dtype=float)
+    return contraction * loss0 + lr * beta**3 * np.asarray(rho) ** 2 / (2 * alpha * (2 - lr * beta))
+
+
+def usam_factorization_min_rho(lr):
+    """Dai et al. Thm 2 / Thm 15: on ½(xy)² with η = 1/(x0² + y0²), USAM diverges once ρ ≥ 15η."""
+    return 15 * np.asarray(lr, dtype=float)

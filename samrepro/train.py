@@ -1,0 +1,91 @@
+"""The one trainer loop: steps the optimizer, logs metrics, detects divergence (DESIGN §3).
+
+It runs C configurations at once when the task batches them (one row stream and one run folder per
+configuration); a configuration that diverges is recorded as such and the others go on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from samrepro.optim import SAM
+from samrepro.records import RunRecord
+from samrepro.tasks import Task
+
+
+def _finite_per_config(params: Sequence[torch.Tensor], config_dim: bool) -> torch.Tensor:
+    if config_dim:
+        return torch.stack([p.reshape(p.shape[0], -1).isfinite().all(1) for p in params]).all(0)
+    return torch.stack([p.isfinite().all() for p in params]).all().reshape(1)
+
+
+def train(
+    task: Task,
+    optimizer: SAM,
+    records: Sequence[RunRecord],
+    *,
+    steps: int,
+    log_every: int,
+    loss_ceiling: float,
+    seeds: Sequence[int],
+    progress: bool = True,
+) -> list[dict]:
+    """Runs ``steps`` updates; logs rows at step 0, every ``log_every`` steps and at the end.
+
+    A configuration diverges at step t when its loss at w_t is non-finite or above ``loss_ceiling``,
+    or its parameters are non-finite at a logged step; it then stops logging (rows so far are kept)
+    and its summary says ``diverged`` with ``diverged_at``. The check runs on the device every step
+    and is read back only at logged steps, so a step has no host sync. Ctrl-C marks the running
+    configurations ``interrupted`` and re-raises.
+    """
+    params = optimizer.params
+    n = len(records)
+    device = params[0].device
+    running = list(range(n))
+    diverged_at = torch.full((n,), -1, dtype=torch.long, device=device)
+    summaries: list[dict | None] = [None] * n
+    start = time.perf_counter()
+
+    def finish(c: int, status: str, steps_done: int, **extra: object) -> None:
+        summaries[c] = records[c].finish(status, steps_done, time.perf_counter() - start, **extra)
+
+    def log(step: int) -> None:
+        values = {k: v.tolist() for k, v in task.metrics(params).items()}
+        bad_params = (~_finite_per_config(params, task.config_dim)).tolist()
+        div = diverged_at.tolist()
+        for c in list(running):
+            if div[c] >= 0 or bad_params[c]:
+                running.remove(c)
+                finish(c, "diverged", div[c] if div[c] >= 0 else step,
+                       diverged_at=div[c] if div[c] >= 0 else step)
+            else:
+                records[c].write_row(step, {k: v[c] for k, v in values.items()})
+
+    batches = task.batches(seeds)
+    step = 0
+    with logging_redirect_tqdm(), tqdm(total=steps, disable=not progress, mininterval=0.5,
+                                       dynamic_ncols=True, leave=False) as bar:
+        try:
+            log(0)
+            while step < steps and running:
+                batch = next(batches)
+                loss = optimizer.step(lambda p, perturbed: task.loss(p, batch, perturbed),
+                                      lambda p, perturbed: task.loss_and_grad(p, batch, perturbed))
+                bad = ~torch.isfinite(loss) | (loss > loss_ceiling)
+                diverged_at = torch.where(bad.reshape(-1) & (diverged_at < 0), step, diverged_at)
+                step += 1
+                bar.update()
+                if step % log_every == 0 or step == steps:
+                    log(step)
+        except KeyboardInterrupt:
+            for c in running:
+                finish(c, "interrupted", records[c].steps_logged)
+            raise
+    for c in running:
+        finish(c, "completed", step)
+    return summaries
