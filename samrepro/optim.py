@@ -40,6 +40,13 @@ def autograd_loss_and_grad(loss_fn: LossFn, params: Sequence[Tensor], perturbed:
     return loss.detach(), torch.autograd.grad(loss.sum(), params)
 
 
+def config_dot(a: Sequence[Tensor], b: Sequence[Tensor], config_dim: bool) -> Tensor:
+    """Σ over all parameters of ⟨a, b⟩: shape [C] with a configuration dimension, else a scalar."""
+    if config_dim:
+        return torch.stack([(x * y).reshape(x.shape[0], -1).sum(1) for x, y in zip(a, b)]).sum(0)
+    return torch.stack([(x * y).sum() for x, y in zip(a, b)]).sum()
+
+
 class SAM:
     """The update rules of this module's docstring, applied in place to ``params``.
 
@@ -113,7 +120,7 @@ class SAM:
     def grad_norm(self, grads: Sequence[Tensor]) -> Tensor:
         """‖g‖: the global L2 norm over all parameters, per configuration when batched."""
         if self.config_dim:
-            return torch.stack([g.reshape(g.shape[0], -1).square().sum(1) for g in grads]).sum(0).sqrt()
+            return config_dot(grads, grads, True).sqrt()
         return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(grads))))
 
     def _ascent_scale(self, grads: Sequence[Tensor]) -> Tensor:

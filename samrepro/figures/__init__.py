@@ -47,6 +47,10 @@ def save(fig, stem: Path) -> None:
     """Writes ``<stem>.png`` and ``<stem>.pdf`` and closes the figure."""
     import matplotlib.pyplot as plt
 
+    for ax in fig.axes:  # log axes: label the decades only, so labels never overlap
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() == "log":
+                axis.set_minor_formatter(plt.NullFormatter())
     fig.savefig(stem.with_suffix(".png"), dpi=130, bbox_inches="tight")
     fig.savefig(stem.with_suffix(".pdf"), bbox_inches="tight", metadata={"CreationDate": None})
     plt.close(fig)

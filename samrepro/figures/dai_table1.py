@@ -28,7 +28,7 @@ def table(final: pd.DataFrame) -> pd.DataFrame:
 
 def draw(df: pd.DataFrame, stem: Path) -> None:
     final = final_rows(df)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), layout="constrained")
     gd = final[final["opt.name"] == "gd"].drop_duplicates("lr")
     lrs = np.geomspace(gd.lr.min() * 0.8, gd.lr.max() * 1.2, 50)
     axes[0].plot(lrs, theory.gd_limit_y2(lrs), "k--", lw=0.8, label="2/η")

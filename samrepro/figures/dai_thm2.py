@@ -28,7 +28,7 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
         ax.plot(run.step, np.maximum(run.x.abs(), run.y.abs()), color=color, lw=1, label=f"ρ={rho:.3g}")
         ax.axhline(5 * rho, color=color, ls=":", lw=0.8)
     ax.set(yscale="log", xlabel="step", ylabel="max(|x|, |y|)", title="SAM: enters |x|,|y| ≤ 5ρ (dotted)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2, loc="upper right")
     final = final_rows(df)
     for opt, runs in final.groupby("opt.name"):
         ok = runs.status != "diverged"
