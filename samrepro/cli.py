@@ -8,6 +8,7 @@ skipped. Bad input ends with exit code 2 and one line naming the key and what is
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from collections.abc import Sequence
 from importlib import resources
@@ -65,6 +66,8 @@ def run(cfg: DictConfig) -> None:
         validate(cfg)
         summary = execute(cfg, [run_values(cfg)], [run_dir], progress=cfg.progress)[0]
     except ConfigError as err:
+        if not (run_dir / "metrics.csv").exists():  # only Hydra's own files: not a result, remove them
+            shutil.rmtree(run_dir, ignore_errors=True)
         fail(str(err))
     final = ", ".join(f"{k}={v:.6g}" for k, v in summary["final"].items())
     log.info("%s after %d steps: %s -> %s", summary["status"], summary["steps_done"], final, run_dir)

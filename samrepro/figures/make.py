@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> None:
         elif csv.exists():
             df = pd.read_csv(csv)
         else:
-            rows.append((fig, fig.claims(pd.DataFrame())))
-            print(f"{fig_id}: not run (needs {'a GPU and CIFAR-10' if fig.gpu else 'its sweep'})")
+            need = "a GPU and CIFAR-10: `make figs-gpu`" if fig.gpu else f"`samrepro-figs {fig_id}`"
+            rows.append((fig, [Claim(fig.title, "see the paper", "not run", "—", None, note=f"needs {need}")]))
+            print(f"{fig_id}: not run (needs {need})")
             continue
         fig.draw(df, args.results / "figures" / fig_id)
         rows.append((fig, fig.claims(df)))

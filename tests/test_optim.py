@@ -1,0 +1,154 @@
+"""The update rules of DESIGN §4 against hand computations, finite differences and each other."""
+
+import numpy as np
+import pytest
+import torch
+
+from samrepro.optim import SAM, autograd_loss_and_grad
+from samrepro.tasks.quadratic import Quadratic
+from samrepro.tasks.single_neuron import LOSSES, SingleNeuron
+
+CPU = torch.device("cpu")
+LAM = np.array([3.0, 1.0, 0.5])
+W0 = np.array([0.7, -1.2, 2.0])
+
+
+def quadratic(n=1):
+    return Quadratic(LAM.tolist(), W0.tolist(), n, CPU)
+
+
+def one_step(rule, lr, rho, task=None, **kw):
+    task = task or quadratic()
+    opt = SAM(task.init_params([0]), rule, lr, rho, config_dim=True, **kw)
+    opt.step(lambda p, pert: task.loss(p, None, pert), lambda p, pert: task.loss_and_grad(p, None, pert))
+    return opt.params[0].detach().numpy()[0]
+
+
+def test_gd_step_is_w_minus_lr_grad():
+    assert np.allclose(one_step("gd", 0.1, 0.5), W0 - 0.1 * LAM * W0, rtol=0, atol=1e-13)
+
+
+def test_sam_step_matches_hand_computation():
+    g = LAM * W0
+    ascent = W0 + 0.3 * g / np.linalg.norm(g)
+    assert np.allclose(one_step("sam", 0.1, 0.3), W0 - 0.1 * LAM * ascent, rtol=0, atol=1e-13)
+
+
+def test_usam_step_is_unnormalized_and_not_projected():
+    g = LAM * W0
+    ascent = W0 + 0.3 * g  # ‖0.3 g‖ ≈ 1.4 > ρ: no projection onto the ρ-ball
+    assert np.linalg.norm(0.3 * g) > 0.3
+    assert np.allclose(one_step("usam", 0.1, 0.3), W0 - 0.1 * LAM * ascent, rtol=0, atol=1e-13)
+
+
+def test_sam_with_rho_zero_equals_gd_bit_for_bit_even_batched_with_rho_positive():
+    task = quadratic(3)
+    opt = SAM(task.init_params([0] * 3), ["gd", "sam", "sam"], 0.1, [0.0, 0.0, 0.2], config_dim=True)
+    for _ in range(50):
+        opt.step(lambda p, pert: task.loss(p, None, pert))
+    w = opt.params[0].detach()
+    assert torch.equal(w[0], w[1])
+    assert not torch.equal(w[0], w[2])
+
+
+def test_batched_configurations_equal_separate_runs():
+    rules, lrs, rhos = ["gd", "sam", "usam"], [0.1, 0.2, 0.05], [0.0, 0.1, 0.3]
+    batched = quadratic(3)
+    opt = SAM(batched.init_params([0] * 3), rules, lrs, rhos, config_dim=True)
+    for _ in range(20):
+        opt.step(lambda p, pert: batched.loss(p, None, pert))
+    for c in range(3):
+        single = quadratic(1)
+        o = SAM(single.init_params([0]), rules[c], lrs[c], rhos[c], config_dim=True)
+        for _ in range(20):
+            o.step(lambda p, pert: single.loss(p, None, pert))
+        assert torch.allclose(o.params[0][0], opt.params[0][c], rtol=0, atol=1e-13)
+
+
+def ascent_loss(w, rho):
+    """L^asc(w) = L(w + ρ ∇L/‖∇L‖) for L(x, y) = ℓ(xy), symmetrized logistic ℓ, in numpy."""
+    x, y = w
+    g = np.tanh(x * y) * np.array([y, x])
+    xa, ya = w + rho * g / np.linalg.norm(g)
+    s = xa * ya
+    return 0.5 * (np.logaddexp(0, -2 * s) + np.logaddexp(0, 2 * s))
+
+
+def test_gd_ascent_follows_central_finite_differences_of_the_ascent_loss():
+    w0, lr, rho, h = np.array([0.8, 1.3]), 0.1, 0.2, 1e-6
+    fd = np.array([(ascent_loss(w0 + h * e, rho) - ascent_loss(w0 - h * e, rho)) / (2 * h) for e in np.eye(2)])
+    task = SingleNeuron("logistic", w0.tolist(), 1, CPU)
+    w1 = one_step("gd_ascent", lr, rho, task)
+    assert np.allclose(w1, w0 - lr * fd, rtol=0, atol=1e-8)
+    # the term through the normalized gradient matters: the step differs from SAM's
+    assert not np.allclose(w1, one_step("sam", lr, rho, SingleNeuron("logistic", w0.tolist(), 1, CPU)), atol=1e-6)
+
+
+def test_momentum_and_weight_decay_enter_the_base_step_only():
+    lr, rho, mu, wd = 0.1, 0.3, 0.9, 0.01
+    task = quadratic()
+    opt = SAM(task.init_params([0]), "sam", lr, rho, config_dim=True, momentum=mu, weight_decay=wd)
+    w, buf = W0.copy(), np.zeros(3)
+    for _ in range(2):
+        opt.step(lambda p, pert: task.loss(p, None, pert))
+        g = LAM * w
+        d = LAM * (w + rho * g / np.linalg.norm(g)) + wd * w  # no weight decay in the perturbation
+        buf = mu * buf + d
+        w = w - lr * buf
+    assert np.allclose(opt.params[0].detach().numpy()[0], w, rtol=0, atol=1e-13)
+
+
+def test_ascend_descend_split_equals_step():
+    task = quadratic()
+    ref = SAM(task.init_params([0]), "sam", 0.1, 0.3, config_dim=True)
+    ref.step(lambda p, pert: task.loss(p, None, pert))
+    split = SAM(task.init_params([0]), "sam", 0.1, 0.3, config_dim=True)
+    _, g = autograd_loss_and_grad(lambda p, pert: task.loss(p), split.params, False)
+    split.ascend(g)
+    _, g2 = autograd_loss_and_grad(lambda p, pert: task.loss(p), split.params, True)
+    split.descend(g2)
+    assert torch.equal(ref.params[0], split.params[0])
+
+
+def test_unbatched_parameters_use_the_global_norm():
+    lam = torch.tensor([3.0, 1.0], dtype=torch.float64)
+    a = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    b = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    opt = SAM([a, b], "sam", 0.1, 0.2)
+    opt.step(lambda p, pert: 0.5 * (lam * p[0] ** 2).sum() + p[1] ** 2)
+    g = np.array([3.0, 2.0, 1.0])  # ∇ = (Λa, 2b)
+    w = np.array([1.0, 2.0, 0.5]) + 0.2 * g / np.linalg.norm(g)
+    expected = np.array([1.0, 2.0, 0.5]) - 0.1 * np.array([3 * w[0], w[1], 2 * w[2]])
+    assert np.allclose([*a.detach().numpy(), b.item()], expected, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_single_neuron_closed_form_gradient_matches_autograd(loss):
+    task = SingleNeuron(loss, [0.9, -1.7], 1, CPU)
+    params = [torch.tensor([[0.9, -1.7], [2.0, 0.3]], dtype=torch.float64, requires_grad=True)]
+    loss_cf, (g_cf,) = task.loss_and_grad(params)
+    loss_ad, (g_ad,) = autograd_loss_and_grad(lambda p, pert: task.loss(p), params, False)
+    assert torch.allclose(loss_cf, loss_ad) and torch.allclose(g_cf, g_ad, rtol=1e-12, atol=1e-14)
+
+
+def test_logistic_loss_satisfies_assumptions_of_app_e():
+    ell, ell_prime = LOSSES["logistic"]
+    s = torch.linspace(-5, 5, 101, dtype=torch.float64, requires_grad=True)
+    (d,) = torch.autograd.grad(ell(s).sum(), s, create_graph=True)
+    (dd,) = torch.autograd.grad(d.sum(), s)
+    assert torch.allclose(d, ell_prime(s)) and d.abs().max() <= 1  # 1-Lipschitz
+    assert torch.allclose(ell(s), ell(-s))  # even
+    assert abs(dd[50].item() - 1) < 1e-12  # ℓ''(0) = 1
+
+
+def test_quadratic_closed_form_gradient_matches_autograd():
+    task = quadratic(2)
+    params = [torch.randn(2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_()]
+    _, (g_cf,) = task.loss_and_grad(params)
+    _, (g_ad,) = autograd_loss_and_grad(lambda p, pert: task.loss(p), params, False)
+    assert torch.allclose(g_cf, g_ad, rtol=0, atol=1e-13)
+
+
+def test_unknown_rule_is_rejected_with_the_allowed_names():
+    with pytest.raises(ValueError, match="opt=adam: unknown optimizer; allowed: gd, sam, usam, gd_ascent"):
+        SAM(quadratic().init_params([0]), "adam", 0.1, 0.1, config_dim=True)
