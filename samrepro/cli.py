@@ -8,6 +8,7 @@ skipped. Bad input ends with exit code 2 and one line naming the key and what is
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -56,12 +58,31 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+def thread_share(threads: int | None, launcher: DictConfig) -> int | None:
+    """Torch CPU threads for one job, so that parallel jobs do not oversubscribe the cores: the
+    ``threads`` key if set, else the launcher's share (joblib: cores // n_jobs; submitit or Slurm:
+    cpus_per_task), else None (torch's default: all cores, right for one job at a time)."""
+    if threads:
+        return int(threads)
+    target = str(launcher.get("_target_", ""))
+    if "Joblib" in target:
+        n_jobs = launcher.get("n_jobs") or -1
+        cores = os.cpu_count() or 1
+        return max(1, cores // (cores if n_jobs < 0 else n_jobs))
+    cpus = launcher.get("cpus_per_task") or os.environ.get("SLURM_CPUS_PER_TASK")
+    return int(cpus) if cpus else None
+
+
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONF_MODULE}", config_name="config")
 def run(cfg: DictConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     if is_finished(run_dir):
         log.info("skipped (already finished): %s", run_dir)
         return
+    threads = thread_share(cfg.threads, hydra_cfg.launcher)
+    if threads:
+        torch.set_num_threads(threads)
     try:
         validate(cfg)
         summary = execute(cfg, [run_values(cfg)], [run_dir], progress=cfg.progress)[0]

@@ -47,5 +47,6 @@ def resolve_device(name: str) -> torch.device:
     require(name in ("auto", "cpu", "cuda"), "device", name, "allowed: auto, cpu, cuda")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    require(name != "cuda" or torch.cuda.is_available(), "device", name, "no CUDA GPU is available here; use device=cpu or auto")
+    require(name != "cuda" or torch.cuda.is_available(), "device", name,
+            "no CUDA GPU is available here; use device=cpu or auto")
     return torch.device(name)

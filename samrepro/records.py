@@ -104,7 +104,8 @@ def run_folders(root: Path) -> list[Path]:
 
 def collect(run_dirs: Iterable[Path], metrics: bool = True) -> pd.DataFrame:
     """One tidy DataFrame of many runs: config columns (flattened, e.g. ``task.loss``), the summary's
-    ``status``/``steps_done``/``diverged_at``, ``run`` (the folder's name) and ``run_dir``, and (``metrics=True``) one row per
+    ``status``/``steps_done``/``diverged_at``, ``run`` (the folder's name) and ``run_dir``, and
+    (``metrics=True``) one row per
     logged step; otherwise one row per run with the final metrics."""
     rows = []
     for run_dir in run_dirs:

@@ -62,10 +62,11 @@ def final_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def registry() -> dict[str, Figure]:
-    """Every registered figure, by id, in a stable order."""
+    """Every registered figure (a module's ``FIGURE``, or each of its ``FIGURES``), by id, sorted."""
     figures = {}
     for info in pkgutil.iter_modules(__path__):
         module = importlib.import_module(f"{__name__}.{info.name}")
-        if hasattr(module, "FIGURE"):
-            figures[module.FIGURE.id] = module.FIGURE
+        for fig in [getattr(module, "FIGURE", None), *getattr(module, "FIGURES", [])]:
+            if fig is not None:
+                figures[fig.id] = fig
     return dict(sorted(figures.items()))

@@ -1,0 +1,79 @@
+"""Sweeps: resumable after SIGKILL, through Hydra's launchers, collected into one table."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from omegaconf import OmegaConf
+
+from samrepro.cli import thread_share
+from samrepro.records import collect_main, read_summary, run_folders
+
+SWEEP = ["-m", "task=single_neuron", "opt=gd,sam,usam", "lr=0.1,0.2", "steps=3000", "log_every=100",
+         "progress=false", "name=kill"]
+
+
+def steps_logged(run_dir):
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [int(row["step"]) for row in csv.DictReader(f)]
+
+
+def test_sweep_killed_with_sigkill_resumes_without_lost_or_duplicated_rows(tmp_path):
+    sweep = tmp_path / "runs" / "kill"
+    cmd = [sys.executable, "-m", "samrepro", *SWEEP]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 240
+    while len(run_folders(sweep)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {d: (d / "summary.json").stat().st_mtime_ns for d in run_folders(sweep)}
+    assert 2 <= len(finished) < 6, "the sweep was to be killed halfway"
+
+    rerun = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    runs = run_folders(sweep)
+    assert len(runs) == 6
+    for run_dir in runs:
+        assert read_summary(run_dir)["status"] == "completed"
+        assert steps_logged(run_dir) == list(range(0, 3001, 100))
+    for run_dir, mtime in finished.items():  # finished runs were skipped, not redone
+        assert (run_dir / "summary.json").stat().st_mtime_ns == mtime
+
+
+def test_submitit_local_launcher_runs_a_sweep(tmp_path):
+    cmd = [sys.executable, "-m", "samrepro", "-m", "hydra/launcher=submitit_local", "task=quadratic",
+           "opt=gd,usam", "steps=5", "progress=false", "name=sub", "hydra.launcher.timeout_min=5",
+           "hydra.launcher.cpus_per_task=1"]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    runs = run_folders(tmp_path / "runs" / "sub")
+    assert [d.name for d in runs] == ["opt=gd,steps=5,task=quadratic", "opt=usam,steps=5,task=quadratic"]
+    assert all(read_summary(d)["status"] == "completed" for d in runs)
+
+
+def test_thread_share_splits_the_cores_between_parallel_jobs():
+    cores = os.cpu_count()
+    joblib = OmegaConf.create({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+                               "n_jobs": 2})
+    assert thread_share(None, joblib) == max(1, cores // 2)
+    slurm = OmegaConf.create({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher."
+                                           "SlurmLauncher", "cpus_per_task": 8})
+    assert thread_share(None, slurm) == 8
+    assert thread_share(3, slurm) == 3
+
+
+def test_collect_turns_a_sweep_into_one_csv(tmp_path, monkeypatch):
+    from samrepro.sweep import expand, run_jobs
+
+    monkeypatch.chdir(tmp_path)
+    run_jobs(expand("dai_thm2", ["steps=10", "log_every=5"]))
+    collect_main([str(tmp_path / "runs" / "dai_thm2"), "--final", "-o", str(tmp_path / "t.csv")])
+    with open(tmp_path / "t.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 22 and {"opt.name", "rho", "status", "x", "y", "task.loss"} <= set(rows[0])
+    assert {r["status"] for r in rows} == {"completed", "diverged"}
