@@ -4,7 +4,9 @@ results/figures/<id>.png|pdf, and rewrite results/CLAIMS.md from all committed C
 from __future__ import annotations
 
 import argparse
+import inspect
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -17,11 +19,22 @@ from samrepro.sweep import expand, run_jobs
 matplotlib.use("Agg")
 
 
-def produce(fig: Figure, results: Path) -> pd.DataFrame:
-    """Runs the figure's sweep (batched, skipping finished runs) and saves its tidy CSV."""
+def newer_than(target: Path, sources: Iterable[Path]) -> bool:
+    """Make's rule: ``target`` exists and is at least as new as every source."""
+    if not target.exists():
+        return False
+    mtime = target.stat().st_mtime_ns
+    return all(source.stat().st_mtime_ns <= mtime for source in sources)
+
+
+def produce(fig: Figure, csv: Path) -> pd.DataFrame:
+    """Runs the figure's sweep (batched, skipping finished runs) and saves its tidy CSV, unless the CSV
+    is already newer than every run's summary."""
     run_dirs = run_jobs(expand(fig.id))
+    if newer_than(csv, (d / "summary.json" for d in run_dirs)):
+        return pd.read_csv(csv)
     df = collect(run_dirs).drop(columns=["run_dir"])
-    df.to_csv(results / f"{fig.id}.csv", index=False)
+    df.to_csv(csv, index=False)
     return df
 
 
@@ -62,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         csv = args.results / f"{fig_id}.csv"
         if fig_id in selected and not fig.gpu:
             start = time.perf_counter()
-            df = produce(fig, args.results)
+            df = produce(fig, csv)
             print(f"{fig_id}: {len(df)} rows in {time.perf_counter() - start:.1f} s")
         elif csv.exists():
             df = pd.read_csv(csv)
@@ -71,7 +84,9 @@ def main(argv: list[str] | None = None) -> None:
             rows.append((fig, [Claim(fig.title, "see the paper", "not run", "—", None, note=f"needs {need}")]))
             print(f"{fig_id}: not run (needs {need})")
             continue
-        fig.draw(df, args.results / "figures" / fig_id)
+        stem = args.results / "figures" / fig_id
+        if not newer_than(stem.with_suffix(".png"), [csv, Path(inspect.getfile(fig.draw))]):
+            fig.draw(df, stem)
         rows.append((fig, fig.claims(df)))
     (args.results / "CLAIMS.md").write_text(claims_markdown(rows))
     for fig, claims in rows:
