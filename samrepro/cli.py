@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -46,8 +47,14 @@ def execute(base: DictConfig, runs: Sequence[dict], run_dirs: Sequence[Path], pr
     except ValueError as err:
         raise ConfigError(str(err)) from err
     records = [RunRecord(d, {"task": base.task.name, **r}, task.metric_names) for d, r in zip(run_dirs, runs)]
-    return train(task, optimizer, records, steps=base.steps, log_every=base.log_every,
-                 loss_ceiling=base.loss_ceiling, seeds=seeds, progress=progress)
+    default_threads = torch.get_num_threads()
+    if base.get("threads"):  # tiny tensors: thread-pool overhead can dominate, e.g. on a shared CPU
+        torch.set_num_threads(base.threads)
+    try:
+        return train(task, optimizer, records, steps=base.steps, log_every=base.log_every,
+                     loss_ceiling=base.loss_ceiling, seeds=seeds, progress=progress)
+    finally:
+        torch.set_num_threads(default_threads)
 
 
 def fail(message: str) -> None:

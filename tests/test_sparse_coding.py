@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from samrepro import theory
+from samrepro.config import ConfigError, validate
 from samrepro.sharpness import dense_hessian
 from samrepro.tasks import build
 from samrepro.tasks.sparse_coding import network, sample
@@ -148,3 +150,29 @@ def test_bad_task_key_is_one_clear_line(tmp_path):
     result = run_cli(tmp_path, "task.loss_reduction=median", "steps=2")
     assert result.returncode == 2
     assert "task.loss_reduction=median" in result.stderr and "mean, sum" in result.stderr
+
+
+def test_threads_key_applies_to_the_run_only(tmp_path, monkeypatch):
+    from samrepro.sweep import run_jobs
+
+    monkeypatch.chdir(tmp_path)
+    before = torch.get_num_threads()
+    job = [
+        "task=sparse_coding",
+        "task.d=10",
+        "task.n_train=20",
+        "task.n_test=30",
+        "opt=gd",
+        "steps=2",
+        "threads=1",
+        "name=threads_check",
+        "progress=false",
+    ]
+    (run_dir,) = run_jobs([job])
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    assert "threads" not in run_dir.name  # does not change results, so not part of the folder name
+    assert torch.get_num_threads() == before
+    with initialize_config_module(version_base="1.3", config_module="samrepro.conf"):
+        cfg = compose("config", overrides=["threads=0"])
+    with pytest.raises(ConfigError, match="threads=0"):
+        validate(cfg)

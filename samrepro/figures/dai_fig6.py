@@ -20,6 +20,15 @@ from samrepro.figures import Claim, Figure, final_rows, save
 COLORS = {"gd": "0.55", "sam": "tab:blue", "usam": "tab:orange"}
 STYLES = {"gd": "-", "sam": "-", "usam": "--"}
 ACC_MARGIN = 0.02  # "higher accuracy" / "behaves like GD": 2 points of test accuracy
+USAM_FREEZES = (
+    "USAM freezes within ~15 steps (measured): ‖∇L‖ ≈ 17–55 at init, so its ascent step ρ‖∇L‖ is "
+    "comparable to or larger than a± ≈ 0.05 and lands where every unit is off; there ∇L(w + ρ∇L) = 0 and "
+    "the update vanishes"
+)
+SAM_DEAD = (
+    "SAM's ascent step has length ρ; for ρ ≥ 0.1 it exceeds a± ≈ 0.05, and runs end with all units off "
+    "on most test points (accuracy < 50%, f = 0 counts as an error)"
+)
 
 
 def curve(ax: plt.Axes, runs: pd.DataFrame, column: str, **style) -> None:

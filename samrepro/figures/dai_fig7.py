@@ -13,7 +13,16 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from samrepro.figures import Claim, Figure, save
-from samrepro.figures.dai_fig6 import ACC_MARGIN, COLORS, STYLES, curve, final_means, lr_label, panels
+from samrepro.figures.dai_fig6 import (
+    ACC_MARGIN,
+    COLORS,
+    STYLES,
+    USAM_FREEZES,
+    curve,
+    final_means,
+    lr_label,
+    panels,
+)
 
 
 def draw(df: pd.DataFrame, stem: Path) -> None:
@@ -45,7 +54,7 @@ def compare(means: pd.DataFrame, by: str, keys) -> tuple[list[Claim], list[tuple
         k for k, s, _, g in rows if s.bias < 0 and s.test_acc >= g.test_acc + ACC_MARGIN and s.diverged == 0
     ]
     listing = "; ".join(
-        f"{by}={k:g}: SAM b={s.bias:+.3f} acc={100 * s.test_acc:.1f}% vs GD b={g.bias:+.3f} "
+        f"{by}={k:.3g}: SAM b={s.bias:+.3f} acc={100 * s.test_acc:.1f}% vs GD b={g.bias:+.3f} "
         f"acc={100 * g.test_acc:.1f}%"
         for k, s, _, g in rows
     )
@@ -58,7 +67,7 @@ def compare(means: pd.DataFrame, by: str, keys) -> tuple[list[Claim], list[tuple
             len(sam_ok) == len(rows),
             note=""
             if len(sam_ok) == len(rows)
-            else f"holds at {by} ∈ {{{', '.join(f'{k:g}' for k in sam_ok)}}} only",
+            else f"holds at {by} ∈ {{{', '.join(f'{k:.3g}' for k in sam_ok)}}} only",
         )
     ], rows
 
@@ -75,11 +84,12 @@ def claims(df: pd.DataFrame) -> list[Claim]:
             f"|acc_USAM − acc_GD| ≤ {100 * ACC_MARGIN:g} points at every η",
             "; ".join(
                 f"η={k:.2e}: USAM b={u.bias:+.3f} acc={100 * u.test_acc:.1f}%"
-                + (f" ({u.diverged}/{u.runs} diverged)" if u.diverged else "")
+                + (f" ({int(u.diverged)}/{int(u.runs)} diverged)" if u.diverged else "")
                 for k, _, u, _ in rows
             ),
             f"±{100 * ACC_MARGIN:g} points",
             all(usam_like_gd),
+            note="" if all(usam_like_gd) else USAM_FREEZES,
         )
     )
     return out

@@ -13,7 +13,17 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from samrepro.figures import Claim, Figure, save
-from samrepro.figures.dai_fig6 import ACC_MARGIN, COLORS, STYLES, curve, final_means, lr_label, panels
+from samrepro.figures.dai_fig6 import (
+    ACC_MARGIN,
+    COLORS,
+    SAM_DEAD,
+    STYLES,
+    USAM_FREEZES,
+    curve,
+    final_means,
+    lr_label,
+    panels,
+)
 from samrepro.figures.dai_fig7 import compare
 
 MODERATE = (0.1, 0.3)
@@ -46,6 +56,8 @@ def claims(df: pd.DataFrame) -> list[Claim]:
     means = final_means(df, "rho")
     rhos = sorted(df.rho.unique())
     out, rows = compare(means, "ρ", rhos)
+    if not out[0].passed:
+        out[0].note = f"{out[0].note}; {SAM_DEAD}"
     by_rho = {k: (s, u, g) for k, s, u, g in rows}
     _, usam, gd = by_rho[rhos[0]]
     out.append(
@@ -56,6 +68,7 @@ def claims(df: pd.DataFrame) -> list[Claim]:
             f"acc={100 * gd.test_acc:.1f}%, b={gd.bias:+.3f}",
             f"±{100 * ACC_MARGIN:g} points",
             bool(abs(usam.test_acc - gd.test_acc) <= ACC_MARGIN and usam.diverged == 0),
+            note=USAM_FREEZES,
         )
     )
     midway = df[df.step == df.steps.iloc[0] // 2].groupby(["opt.name", "rho"]).bias.mean()
@@ -75,11 +88,16 @@ def claims(df: pd.DataFrame) -> list[Claim]:
                 f"{100 * by_rho[r][2].test_acc:.1f}%), "
                 f"b halfway USAM {midway.get(('usam', r), float('nan')):+.3f} vs SAM "
                 f"{midway.get(('sam', r), float('nan')):+.3f}"
-                + (f", {by_rho[r][1].diverged}/{by_rho[r][1].runs} diverged" if by_rho[r][1].diverged else "")
+                + (
+                    f", {int(by_rho[r][1].diverged)}/{int(by_rho[r][1].runs)} diverged"
+                    if by_rho[r][1].diverged
+                    else ""
+                )
                 for r in moderate
             ),
             "both ρ",
             all(ok) and len(ok) == len(MODERATE),
+            note=USAM_FREEZES,
         )
     )
     if LARGE in by_rho:
@@ -88,9 +106,13 @@ def claims(df: pd.DataFrame) -> list[Claim]:
             Claim(
                 f"USAM with ρ = {LARGE:g} diverges",
                 "every seed diverges",
-                f"{usam.diverged}/{usam.runs} diverged",
+                f"{int(usam.diverged)}/{int(usam.runs)} diverged",
                 "all seeds",
                 bool(usam.diverged == usam.runs),
+                note=""
+                if usam.diverged == usam.runs
+                else "USAM freezes instead: its ascent point lands where every unit is off, the "
+                "gradient there is 0, so the iterate stops and the loss stays bounded",
             )
         )
     return out

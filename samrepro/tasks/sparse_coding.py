@@ -108,7 +108,6 @@ class SparseCoding(Task):
         self.scale = 1.0 / cfg.n_train if cfg.loss_reduction == "mean" else 1.0
         self.init_std = math.sqrt(cfg.init_var if cfg.init_var is not None else 1.0 / (2 * cfg.d))
         self.init_abs = cfg.init_abs
-        self.n_configs = n_configs
         self.device = device
 
     def init_params(self, seeds: Sequence[int]) -> list[Tensor]:
