@@ -33,10 +33,12 @@ CONF_MODULE = "samrepro.conf"
 OmegaConf.register_new_resolver("or_default", lambda value, default: value or default, replace=True)
 
 
-def execute(base: DictConfig, runs: Sequence[dict], run_dirs: Sequence[Path], progress: bool = True) -> list[dict]:
+def execute(base: DictConfig, runs: Sequence[dict], run_dirs: Sequence[Path], progress: bool = True,
+            threads: int | None = None) -> list[dict]:
     """Runs configurations of ``base`` that differ only in ``runs[i]`` = {opt, lr, rho, seed}, as one
     batch: the task is built once with one parameter slice per configuration, the optimizer gets
-    per-slice η, ρ and normalization, and each configuration gets its own run folder.
+    per-slice η, ρ and normalization, and each configuration gets its own run folder. ``threads``:
+    torch's CPU threads during the run (None: unchanged).
     """
     device = resolve_device(base.device)
     task = tasks.build(base.task, len(runs), device)
@@ -49,8 +51,14 @@ def execute(base: DictConfig, runs: Sequence[dict], run_dirs: Sequence[Path], pr
     except ValueError as err:
         raise ConfigError(str(err)) from err
     records = [RunRecord(d, {"task": base.task.name, **r}, task.metric_names) for d, r in zip(run_dirs, runs)]
-    return train(task, optimizer, records, steps=base.steps, log_every=base.log_every,
-                 loss_ceiling=base.loss_ceiling, seeds=seeds, progress=progress)
+    default_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return train(task, optimizer, records, steps=base.steps, log_every=base.log_every,
+                     loss_ceiling=base.loss_ceiling, seeds=seeds, progress=progress)
+    finally:
+        torch.set_num_threads(default_threads)
 
 
 def fail(message: str) -> None:
@@ -80,12 +88,10 @@ def run(cfg: DictConfig) -> None:
     if is_finished(run_dir):
         log.info("skipped (already finished): %s", run_dir)
         return
-    threads = thread_share(cfg.threads, hydra_cfg.launcher)
-    if threads:
-        torch.set_num_threads(threads)
     try:
         validate(cfg)
-        summary = execute(cfg, [run_values(cfg)], [run_dir], progress=cfg.progress)[0]
+        summary = execute(cfg, [run_values(cfg)], [run_dir], progress=cfg.progress,
+                          threads=thread_share(cfg.threads, hydra_cfg.launcher))[0]
     except ConfigError as err:
         if not (run_dir / "metrics.csv").exists():  # only Hydra's own files: not a result, remove them
             shutil.rmtree(run_dir, ignore_errors=True)

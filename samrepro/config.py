@@ -39,6 +39,9 @@ def validate(cfg: DictConfig) -> None:
             "must be an integer > 0")
     require(isinstance(cfg.loss_ceiling, (int, float)) and cfg.loss_ceiling > 0, "loss_ceiling",
             cfg.loss_ceiling, "must be a number > 0")
+    threads = cfg.get("threads")
+    require(threads is None or (isinstance(threads, int) and not isinstance(threads, bool) and threads > 0),
+            "threads", threads, "must be null (torch's default) or an integer > 0")
     resolve_device(cfg.device)
 
 

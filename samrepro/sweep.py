@@ -81,7 +81,7 @@ def run_jobs(jobs: Sequence[Sequence[str]], progress: bool = False) -> list[Path
             _write_hydra_record(run_dir, container, values, shared)
         for start in range(0, len(members), MAX_BATCH):
             chunk = members[start:start + MAX_BATCH]
-            execute(base, [v for v, _ in chunk], [d for _, d in chunk], progress=progress)
+            execute(base, [v for v, _ in chunk], [d for _, d in chunk], progress=progress, threads=base.threads)
     return run_dirs
 
 

@@ -44,3 +44,16 @@ def sam_loss_bound(lr, rho, alpha, beta, t, loss0):
 def usam_factorization_min_rho(lr):
     """Dai et al. Thm 2 / Thm 15: on ½(xy)² with η = 1/(x0² + y0²), USAM diverges once ρ ≥ 15η."""
     return 15 * np.asarray(lr, dtype=float)
+
+
+def ahn_gd_threshold(d):
+    """Ahn et al. 2023a, Fig. 1 / §2: GD on the sparse-coding ReLU network learns a threshold neuron
+    (b < 0) iff η exceeds 8π/d² (= 2/λ_max at initialization, λ_max ≈ d²/(4π) under the mean loss)."""
+    return 8 * np.pi / np.asarray(d, dtype=float) ** 2
+
+
+def linear_classifier_accuracy(signal, d):
+    """Ahn et al. §2: the linear classifier sign(Σ_i x_i) on x = λ·y·e_j + ξ has accuracy Φ(λ/√d)."""
+    from math import erf, sqrt
+
+    return 0.5 * (1 + erf(signal / sqrt(d) / sqrt(2)))
