@@ -44,3 +44,10 @@ def sam_loss_bound(lr, rho, alpha, beta, t, loss0):
 def usam_factorization_min_rho(lr):
     """Dai et al. Thm 2 / Thm 15: on ½(xy)² with η = 1/(x0² + y0²), USAM diverges once ρ ≥ 15η."""
     return 15 * np.asarray(lr, dtype=float)
+
+
+def usam_min_rho(lr, lam1):
+    """Dai et al. Thm 1 / Thm 10 solved for ρ: at sharpness λ1 (with ηλ1 < 2) USAM is unstable once
+    ρ > (2/(ηλ1) − 1)/λ1, i.e. once η(λ1 + ρλ1²) > 2."""
+    lam1 = np.asarray(lam1, dtype=float)
+    return (2.0 / (np.asarray(lr, dtype=float) * lam1) - 1.0) / lam1
