@@ -32,8 +32,8 @@ def tiny_task(n_configs: int = 3, **keys) -> Task:
 
 def base_config(*overrides: str):
     with initialize_config_module(version_base="1.3", config_module=CONF_MODULE):
-        return compose("config", overrides=["task=matrix_sensing", *(f"task.{k}={v}" for k, v in TINY.items()),
-                                            "progress=false", *overrides])
+        tiny = [f"task.{k}={v}" for k, v in TINY.items()]
+        return compose("config", overrides=["task=matrix_sensing", *tiny, "progress=false", *overrides])
 
 
 def test_data_follow_appendix_a():
@@ -118,9 +118,9 @@ def read_rows(run_dir: Path) -> list[dict]:
 
 def test_batched_sweep_equals_runs_one_by_one(tmp_path):
     """GD, SAM and USAM (one of them diverging) in one batch give the rows they give alone."""
-    base = base_config("steps=60", "log_every=10", "lr=0.05", "task.init_scale=1.5", "task.sharpness_every=20")
-    runs = [{"opt": "gd", "lr": 0.05, "rho": 0.0, "seed": 0}, {"opt": "sam", "lr": 0.05, "rho": 0.1, "seed": 1},
-            {"opt": "usam", "lr": 0.05, "rho": 0.01, "seed": 2}, {"opt": "usam", "lr": 0.05, "rho": 20.0, "seed": 0}]
+    base = base_config("steps=60", "log_every=10", "task.init_scale=1.5", "task.sharpness_every=20")
+    runs = [{"opt": opt, "lr": 0.05, "rho": rho, "seed": seed}
+            for opt, rho, seed in (("gd", 0.0, 0), ("sam", 0.1, 1), ("usam", 0.01, 2), ("usam", 20.0, 0))]
     batched = [tmp_path / f"batched{i}" for i in range(len(runs))]
     summaries = execute(base, runs, batched, progress=False)
     assert [s["status"] for s in summaries] == ["completed"] * 3 + ["diverged"]
@@ -129,7 +129,7 @@ def test_batched_sweep_equals_runs_one_by_one(tmp_path):
         assert execute(base, [run], [alone], progress=False)[0]["status"] == summaries[i]["status"]
         rows_batched, rows_alone = read_rows(batched[i]), read_rows(alone)
         assert [r["step"] for r in rows_batched] == [r["step"] for r in rows_alone]
-        for rb, ra in zip(rows_batched, rows_alone):
+        for rb, ra in zip(rows_batched, rows_alone, strict=True):
             for key in ("train_loss", "test_loss", "lambda_max"):
                 b, a = float(rb[key]), float(ra[key])
                 assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9), (i, key, rb, ra)
@@ -160,5 +160,4 @@ def test_cli_runs_one_configuration(tmp_path):
     (run_dir,) = (tmp_path / "runs" / "matrix_sensing").iterdir()
     rows = read_rows(run_dir)
     assert list(rows[0]) == ["step", "train_loss", "test_loss"] and len(rows) == 3
-    bad = subprocess.run([*cli, "task.init=zeros"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "task.init=zeros" in bad.stderr
+    assert [int(r["step"]) for r in rows] == [0, 5, 10]

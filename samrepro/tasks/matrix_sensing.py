@@ -41,7 +41,8 @@ class MatrixSensing(Task):
         u_star = torch.randn(d, r, generator=generator, dtype=self.dtype)
         u_star /= torch.linalg.vector_norm(u_star, dim=0)
         self.x_star = (u_star @ u_star.T).to(device)
-        self.sensing = torch.randn(m, d * d, generator=generator, dtype=self.dtype).to(device)  # row i: vec A_i
+        # row i: vec A_i (row-major), one copy for all configurations
+        self.sensing = torch.randn(m, d * d, generator=generator, dtype=self.dtype).to(device)
         self.targets = self.sensing @ self.x_star.reshape(-1)
         self.coefficient = LOSS_COEFFICIENTS[loss](m)
         self.test_scale = 1.0 / self.x_star.square().sum().item() if test_loss == "relative" else 1.0
@@ -79,7 +80,8 @@ class MatrixSensing(Task):
         (u,) = params
         residuals = self.residuals(u)
         weighted = (residuals @ self.sensing).reshape(u.shape)
-        return self.coefficient * residuals.square().sum(1), [2 * self.coefficient * (weighted + weighted.mT) @ u]
+        loss = self.coefficient * residuals.square().sum(1)
+        return loss, [2 * self.coefficient * (weighted + weighted.mT) @ u]
 
     def batches(self, seeds: Sequence[int]) -> Iterator[None]:
         """Full batch (None every step); it counts the steps taken, so that ``metrics`` knows when
@@ -105,7 +107,8 @@ class MatrixSensing(Task):
             if self.steps_done % self.sharpness_every == 0:
                 with torch.enable_grad():
                     out["lambda_max"] = top_eigenvalue(self.loss, params, config_dim=True,
-                                                       iters=self.sharpness_iters, start=[self.power_start.expand_as(u)])
+                                                       iters=self.sharpness_iters,
+                                                       start=[self.power_start.expand_as(u)])
             else:
                 out["lambda_max"] = torch.full((u.shape[0],), float("nan"), dtype=u.dtype)
         return out
@@ -125,7 +128,8 @@ def build(cfg: DictConfig, n_configs: int, device: torch.device) -> MatrixSensin
     require(cfg.init in INITS, "task.init", cfg.init, f"allowed: {', '.join(INITS)}")
     require(isinstance(cfg.init_scale, (int, float)) and cfg.init_scale > 0, "task.init_scale",
             cfg.init_scale, "must be a number > 0")
-    require(cfg.test_loss in TEST_LOSSES, "task.test_loss", cfg.test_loss, f"allowed: {', '.join(TEST_LOSSES)}")
+    require(cfg.test_loss in TEST_LOSSES, "task.test_loss", cfg.test_loss,
+            f"allowed: {', '.join(TEST_LOSSES)}")
     require(isinstance(cfg.data_seed, int), "task.data_seed", cfg.data_seed, "must be an integer")
     every = cfg.sharpness_every
     require(isinstance(every, int) and every >= 0, "task.sharpness_every", every,
