@@ -45,12 +45,13 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     colors = {rho: plt.cm.viridis(i / max(1, len(rhos) - 1)) for i, rho in enumerate(rhos)}
     fig, axes = plt.subplots(1, 4, figsize=(20, 4.4))
     for ax, opt in zip(axes[:2], ("sam", "usam"), strict=True):
+        top = 100 * gd.train_loss.iloc[0]  # diverging losses are drawn up to this ceiling
         ax.plot(gd.step, gd.train_loss, color="k", lw=2, label="GD")
         for rho, run in runs_of(df, opt).items():
-            ax.plot(run.step, run.train_loss, color=colors[rho], lw=1, label=f"ρ={rho:g}")
+            ax.plot(run.step, run.train_loss.clip(upper=top), color=colors[rho], lw=1, label=f"ρ={rho:g}")
             if run.status.iloc[0] == "diverged":
-                ax.plot(run.step.iloc[-1], run.train_loss.iloc[-1], "x", color=colors[rho], ms=9, mew=2)
-        ax.set(yscale="log", xlabel="iteration", ylabel="training loss",
+                ax.plot(run.step.iloc[-1], top, "x", color=colors[rho], ms=9, mew=2)
+        ax.set(yscale="log", xlabel="iteration", ylabel="training loss (clipped at 100·L0)",
                title=f"{opt.upper()} vs GD (x: diverged)")
         ax.legend(fontsize=7, ncol=2)
     ax = axes[2]
