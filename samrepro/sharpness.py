@@ -59,12 +59,14 @@ def _normalized(v: Sequence[Tensor], config_dim: bool) -> list[Tensor]:
 
 
 def top_eigenvalue(loss_fn: LossFn, params: Sequence[Tensor], *, config_dim: bool = True, iters: int = 50,
-                   generator: torch.Generator | None = None) -> Tensor:
+                   generator: torch.Generator | None = None, start: Sequence[Tensor] | None = None) -> Tensor:
     """λ_max(∇²L) by power iteration on Hessian-vector products (the eigenvalue of largest
-    magnitude; for the PSD-dominated Hessians measured here that is the top one)."""
+    magnitude; for the PSD-dominated Hessians measured here that is the top one). It starts from
+    ``start`` (shaped like ``params``) when given, else from a Gaussian vector drawn from ``generator``."""
     hvp = hvp_operator(loss_fn, params)
-    v = _normalized([torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in params],
-                    config_dim)
+    if start is None:
+        start = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in params]
+    v = _normalized(start, config_dim)
     eigenvalue = torch.zeros(())
     for _ in range(iters):
         hv = hvp(v)

@@ -57,3 +57,10 @@ def linear_classifier_accuracy(signal, d):
     from math import erf, sqrt
 
     return 0.5 * (1 + erf(signal / sqrt(d) / sqrt(2)))
+
+
+def usam_min_rho(lr, lam1):
+    """Dai et al. Thm 1 / Thm 10 solved for ρ: at sharpness λ1 (with ηλ1 < 2) USAM is unstable once
+    ρ > (2/(ηλ1) − 1)/λ1, i.e. once η(λ1 + ρλ1²) > 2."""
+    lam1 = np.asarray(lam1, dtype=float)
+    return (2.0 / (np.asarray(lr, dtype=float) * lam1) - 1.0) / lam1

@@ -1,0 +1,159 @@
+"""Dai et al. Fig. 1 (§1.1, App. A): normalization stabilizes SAM on over-parameterized matrix sensing.
+
+At η = 0.05, with ρ from 0.001 to 0.1, GD converges, SAM behaves like GD for every ρ, and USAM
+diverges already at small ρ. The mechanism (Dai Thm 1 / Thm 10): USAM is linearly unstable where
+η(λ + ρλ²) > 2, GD and SAM only where ηλ > 2; λ = λ_max(∇²L) is measured along the paths.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from samrepro import theory
+from samrepro.figures import Claim, Figure, final_rows, save
+
+CONVERGED = 1e-3  # "converges": final training loss ≤ 1e-3 × the initial one
+CLOSE_DECADES = 1.0  # "SAM stays close to GD": |log10(L_SAM / L_GD)| ≤ 1 at every logged step
+
+
+def runs_of(df: pd.DataFrame, opt: str) -> dict[float, pd.DataFrame]:
+    """One run per ρ for ``opt`` (GD's runs over the ρ grid are identical; the first is kept)."""
+    sub = df[df["opt.name"] == opt]
+    return {rho: run.sort_values("step") for rho, run in sub.groupby("rho")}
+
+
+def gd_path(df: pd.DataFrame) -> pd.DataFrame:
+    return next(iter(runs_of(df, "gd").values()))
+
+
+def sharpness_path(run: pd.DataFrame) -> pd.DataFrame:
+    return run.dropna(subset=["lambda_max"])
+
+
+def size(df: pd.DataFrame) -> str:
+    return f"d={int(df['task.d'].iloc[0])}, r={int(df['task.r'].iloc[0])}"
+
+
+def draw(df: pd.DataFrame, stem: Path) -> None:
+    lr = df.lr.iloc[0]
+    gd = gd_path(df)
+    rhos = sorted(df.rho.unique())
+    colors = {rho: plt.cm.viridis(i / max(1, len(rhos) - 1)) for i, rho in enumerate(rhos)}
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.4))
+    for ax, opt in zip(axes[:2], ("sam", "usam"), strict=True):
+        top = 100 * gd.train_loss.iloc[0]  # diverging losses are drawn up to this ceiling
+        ax.plot(gd.step, gd.train_loss, color="k", lw=2, label="GD")
+        for rho, run in runs_of(df, opt).items():
+            ax.plot(run.step, run.train_loss.clip(upper=top), color=colors[rho], lw=1, label=f"ρ={rho:g}")
+            if run.status.iloc[0] == "diverged":
+                ax.plot(run.step.iloc[-1], top, "x", color=colors[rho], ms=9, mew=2)
+        ax.set(yscale="log", xlabel="iteration", ylabel="training loss (clipped at 100·L0)",
+               title=f"{opt.upper()} vs GD (x: diverged)")
+        ax.legend(fontsize=7, ncol=2)
+    ax = axes[2]
+    for opt, style in (("sam", "-"), ("usam", "--")):
+        for rho, run in runs_of(df, opt).items():
+            path = sharpness_path(run)
+            ax.plot(path.step, path.lambda_max, style, color=colors[rho], lw=0.8)
+    path = sharpness_path(gd)
+    ax.plot(path.step, path.lambda_max, "k-o", ms=3, lw=2, label="GD")
+    ax.axhline(2 / lr, color="tab:red", ls="--", label="2/η (GD, SAM limit)")
+    ax.plot([], [], "k-", lw=0.8, label="SAM (by ρ)")
+    ax.plot([], [], "k--", lw=0.8, label="USAM (by ρ)")
+    ax.set(xlabel="iteration", ylabel="λ_max(∇²L)", title="sharpness along the paths", ylim=(0, 2.2 / lr))
+    ax.legend(fontsize=7)
+    ax = axes[3]
+    ax.plot(path.step, theory.usam_min_rho(lr, path.lambda_max), "k-o", ms=3,
+            label="ρ*(λ_t) = (2/(ηλ_t) − 1)/λ_t on GD's path")
+    usam = final_rows(df[df["opt.name"] == "usam"])
+    for rho in rhos:
+        run = usam[usam.rho == rho]
+        diverged = (run.status == "diverged").any()
+        ax.axhline(rho, color=colors[rho], lw=1.2 if diverged else 0.6, ls="-" if diverged else ":")
+        if diverged:
+            ax.plot(run.diverged_at, [rho], "x", color=colors[rho], ms=9, mew=2)
+    ax.plot([], [], "kx", label="USAM diverged (at its step)")
+    ax.plot([], [], "k:", lw=0.6, label="USAM ρ that converged")
+    ax.set(yscale="log", xlabel="iteration", ylabel="ρ", title="USAM unstable above ρ*(λ_t) (Thm 1/10)")
+    ax.legend(fontsize=7)
+    fig.suptitle(f"Dai et al. Fig. 1: matrix sensing ({size(df)}), η = {lr:g} — GD converges, SAM ≈ GD, "
+                 "USAM diverges")
+    save(fig, stem)
+
+
+def claims(df: pd.DataFrame) -> list[Claim]:
+    if df.empty:
+        return [Claim("GD converges, SAM ≈ GD, USAM diverges at small ρ", "", "", "", None)]
+    lr = df.lr.iloc[0]
+    gd = gd_path(df)
+    final_gd = gd.train_loss.iloc[-1] / gd.train_loss.iloc[0]
+    out = [Claim("GD converges at η = 0.05", f"L_T/L_0 ≤ {CONVERGED:g}",
+                 f"L_T/L_0 = {final_gd:.2e} after {int(gd.step.iloc[-1])} steps ({gd.status.iloc[0]})",
+                 "exact", bool(gd.status.iloc[0] == "completed" and final_gd <= CONVERGED))]
+    sam = runs_of(df, "sam")
+    n_div = sum(run.status.iloc[0] == "diverged" for run in sam.values())
+    reduction = {rho: run.train_loss.iloc[-1] / run.train_loss.iloc[0] for rho, run in sam.items()}
+    worst = max(reduction, key=reduction.get)
+    out.append(Claim(
+        "SAM converges like GD for every ρ", f"no divergence; L_T/L_0 ≤ {CONVERGED:g}",
+        f"{n_div}/{len(sam)} diverged; max L_T/L_0 = {reduction[worst]:.2e} (ρ = {worst:g})",
+        "exact", bool(n_div == 0 and reduction[worst] <= CONVERGED)))
+    gd_loss = gd.set_index("step").train_loss
+    gaps = {rho: np.abs(np.log10(run.set_index("step").train_loss / gd_loss)).max()
+            for rho, run in sam.items()}
+    close = [rho for rho, gap in gaps.items() if gap <= CLOSE_DECADES]
+    out.append(Claim(
+        "SAM's training loss stays close to GD's for every ρ", "the curves overlap",
+        "max over steps of |log10(L_SAM/L_GD)|: " + ", ".join(f"ρ={r:g}: {g:.2f}" for r, g in gaps.items()),
+        f"≤ {CLOSE_DECADES:g} decade at every step", len(close) == len(gaps),
+        note="" if len(close) == len(gaps) else
+        f"holds for ρ ≤ {max(close, default=0):g}; for larger ρ SAM's loss levels off at an O(ρ²) floor "
+        "(Dai eq. 3) while it drifts along the minima, and GD's keeps falling: the curves separate "
+        "after ~30 steps"))
+    usam = final_rows(df[df["opt.name"] == "usam"])
+    diverged = usam[usam.status == "diverged"]
+    onset = diverged.rho.min() if len(diverged) else float("nan")
+    stable_below = usam[usam.rho < onset].rho.max() if len(diverged) else usam.rho.max()
+    rho_small = 0.001  # the paper's smallest ρ; USAM is unstable there only where λ ≥ λ*:
+    lam_small = (np.sqrt(8 * rho_small / lr + 1) - 1) / (2 * rho_small)  # λ + ρλ² = 2/η
+    out.append(Claim(
+        "USAM diverges already at small ρ (paper: ρ from 0.001 to 0.1)",
+        "some ρ ≤ 0.1 diverges, while GD and SAM do not",
+        f"smallest diverging ρ = {onset:g} (largest converging below it: {stable_below:g}); "
+        f"{len(diverged)}/{len(usam)} USAM runs diverged, at steps "
+        f"{sorted(diverged.diverged_at.astype(int).tolist())}",
+        "grid of ρ", bool(len(diverged) > 0 and onset <= 0.1 and n_div == 0),
+        note=f"ρ = {rho_small:g} does not diverge here: it needs λ ≥ {lam_small:.1f} somewhere on the path, "
+             "above our λ0 = 0.95·2/η (see the notes)"))
+    lam = sharpness_path(gd)
+    lam0, lam_end = lam.lambda_max.iloc[0], lam.lambda_max.iloc[-1]
+    rho_init = float(theory.usam_min_rho(lr, lam.lambda_max.max()))
+    early = usam[usam.rho <= rho_init]
+    out.append(Claim(
+        "USAM stays stable where η(λ + ρλ²) < 2 all along the path (Thm 1/10)",
+        f"no USAM run with ρ ≤ ρ*(max λ) = {rho_init:.4f} diverges",
+        f"λ along GD: {lam0:.1f} at step 0 → {lam_end:.1f} at step {int(lam.step.iloc[-1])} "
+        f"(2/η = {2 / lr:g}); {int((early.status == 'diverged').sum())}/{len(early)} such runs diverged; "
+        f"measured onset ρ = {onset:g} vs ρ*(λ0) = {rho_init:.4f} and "
+        f"ρ*(λ_end) = {float(theory.usam_min_rho(lr, lam_end)):.3f}",
+        "exact", bool((early.status != "diverged").all()),
+        note="Thm 1/10 is exact for a fixed quadratic; here λ falls from λ0 to its plateau within ~10 "
+             "steps, so an instability must be strong to grow before then: the measured onset lies "
+             "above ρ*(λ0)"))
+    return out
+
+
+FIGURE = Figure(
+    "dai_fig1", "matrix sensing: early training of GD, SAM, USAM (η = 0.05)", draw, claims,
+    notes="Loss (1/(2m))Σ(⟨A_i,UUᵀ⟩−b_i)²; U ∈ R^{d×d} from U0 = α·Q (Q Haar-orthogonal, U0U0ᵀ = α²I); "
+          "test loss ‖UUᵀ−X*‖_F². The paper gives neither normalization nor init; α is set so that the "
+          "initial sharpness is λ0 = 0.95·2/η = 38 (η = 0.05 just inside GD's stability limit at the init: "
+          "'a learning rate that allows GD to converge'); λ0 = 25.83α² was measured (α = 1.2129). Along "
+          "GD's path λ falls to ≈ 24 within ~10 steps and stays there. d = 40, r = 2, m = 400 (paper: "
+          "100, 5, 2500; same r/d and m/(d(d+1)/2)) to fit make figs; conf/experiment/dai_fig1_paper.yaml "
+          "is d = 100 (α = 1.2176 by the same rule). 200 steps, λ_max every 5 steps by 30 power "
+          "iterations (which read λ0 ≈ 37.1 of 38).")

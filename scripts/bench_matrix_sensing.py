@@ -1,0 +1,67 @@
+"""Batched vs one-by-one: the cost of the whole Dai Fig. 2 sweep against its slowest single run.
+
+All configurations of ``experiment=dai_fig2`` (GD, SAM, USAM × ρ) share the sensing matrices, so
+``samrepro.sweep`` runs them as one task with a configuration dimension: params [C, d, d], one copy of
+the A_i. This script runs that batch once, then every configuration alone, each with the same
+(shortened) settings, and prints the times and the ratio batched / slowest single run, measured in
+this one process.
+
+    python scripts/bench_matrix_sensing.py [--steps 300] [--d 40] [--r 2] [--sharpness-every 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_module
+
+from samrepro.cli import CONF_MODULE, execute
+from samrepro.config import run_values
+from samrepro.sweep import expand
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--d", type=int, default=None, help="task.d (default: the experiment's)")
+    parser.add_argument("--r", type=int, default=None, help="task.r (default: the experiment's)")
+    parser.add_argument("--sharpness-every", type=int, default=0, help="task.sharpness_every (0: off)")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    overrides = [f"steps={args.steps}", f"log_every={args.steps}", f"device={args.device}",
+                 f"task.sharpness_every={args.sharpness_every}"]
+    overrides += [f"task.{k}={v}" for k, v in (("d", args.d), ("r", args.r)) if v is not None]
+    jobs = expand("dai_fig2", overrides)
+    with initialize_config_module(version_base="1.3", config_module=CONF_MODULE):
+        configs = [compose("config", overrides=job) for job in jobs]
+    base, runs = configs[0], [run_values(c) for c in configs]
+    print(f"dai_fig2: {len(runs)} configurations, d={base.task.d}, r={base.task.r}, {args.steps} steps, "
+          f"torch threads={torch.get_num_threads()}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        def timed(selected: list[dict], tag: str) -> float:
+            dirs = [Path(tmp) / f"{tag}{i}" for i in range(len(selected))]
+            start = time.perf_counter()
+            execute(base, selected, dirs, progress=False)
+            return time.perf_counter() - start
+
+        timed(runs[:1], "warmup")
+        batched = timed(runs, "batched")
+        singles = [timed([run], f"single{i}") for i, run in enumerate(runs)]
+    slowest = max(range(len(runs)), key=lambda i: singles[i])
+    for run, t in zip(runs, singles, strict=True):
+        print(f"  alone: {run['opt']:>4} rho={run['rho']:<5g} {t:7.2f} s")
+    print(f"one by one, total: {sum(singles):.2f} s")
+    print(f"batched, all {len(runs)}: {batched:.2f} s")
+    name = f"{runs[slowest]['opt']} rho={runs[slowest]['rho']:g}"
+    print(f"slowest single run ({name}): {singles[slowest]:.2f} s")
+    print(f"ratio batched / slowest single run: {batched / singles[slowest]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
