@@ -32,11 +32,11 @@ MAX_BATCH = 4096
 def expand(experiment: str, extra: Sequence[str] = ()) -> list[list[str]]:
     """The override list of every job of ``samrepro -m experiment=<experiment> <extra…>``."""
     args = [f"experiment={experiment}", *extra]
+    fixed = [o.input_line for o in _parser().parse_overrides(args) if not o.is_sweep_override()]
     with initialize_config_module(version_base="1.3", config_module=CONF_MODULE):
-        hydra_cfg = compose("config", overrides=args, return_hydra_config=True).hydra
+        hydra_cfg = compose("config", overrides=fixed, return_hydra_config=True).hydra
     params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.params or {}).items()]
-    overrides = OverridesParser.create().parse_overrides(params + args)
-    return BasicSweeper.split_arguments(overrides, None)[0]
+    return BasicSweeper.split_arguments(_parser().parse_overrides(params + args), None)[0]
 
 
 @cache
