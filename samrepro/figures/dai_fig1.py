@@ -86,8 +86,6 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
 
 
 def claims(df: pd.DataFrame) -> list[Claim]:
-    if df.empty:
-        return [Claim("GD converges, SAM ≈ GD, USAM diverges at small ρ", "", "", "", None)]
     lr = df.lr.iloc[0]
     gd = gd_path(df)
     final_gd = gd.train_loss.iloc[-1] / gd.train_loss.iloc[0]

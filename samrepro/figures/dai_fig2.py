@@ -68,8 +68,6 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
 
 
 def claims(df: pd.DataFrame) -> list[Claim]:
-    if df.empty:
-        return [Claim("GD and USAM stop at a minimum, SAM keeps lowering the test loss", "", "", "", None)]
     gd = gd_path(df)
     sam, usam = runs_of(df, "sam"), runs_of(df, "usam")
     steps = int(gd.step.iloc[-1])
