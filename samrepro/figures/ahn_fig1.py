@@ -81,8 +81,6 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
 
 
 def claims(df: pd.DataFrame) -> list[Claim]:
-    if df.empty:
-        return [Claim("GD phase transition at 8π/d²", "8π/d²", "not run", "", None)]
     d, signal = settings(df)
     predicted = float(theory.ahn_gd_threshold(d))
     linear = theory.linear_classifier_accuracy(signal, d)

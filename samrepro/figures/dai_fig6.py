@@ -91,8 +91,6 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
 
 
 def claims(df: pd.DataFrame) -> list[Claim]:
-    if df.empty:
-        return [Claim("GD: larger η learns a more negative bias", "", "not run", "", None)]
     gd = final_means(df[df["opt.name"] == "gd"], "lr").loc["gd"]
     bias_down = bool((np.diff(gd.bias.to_numpy()) < 0).all())
     acc_up = bool((np.diff(gd.test_acc.to_numpy()) > 0).all())

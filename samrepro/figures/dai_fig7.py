@@ -73,8 +73,6 @@ def compare(means: pd.DataFrame, by: str, keys) -> tuple[list[Claim], list[tuple
 
 
 def claims(df: pd.DataFrame) -> list[Claim]:
-    if df.empty:
-        return [Claim("SAM learns b < 0 for every η", "", "not run", "", None)]
     means = final_means(df, "lr")
     out, rows = compare(means, "η", sorted(df.lr.unique()))
     usam_like_gd = [abs(u.test_acc - g.test_acc) <= ACC_MARGIN and u.diverged == 0 for _, _, u, g in rows]

@@ -51,8 +51,6 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
 
 
 def claims(df: pd.DataFrame) -> list[Claim]:
-    if df.empty:
-        return [Claim("SAM learns b < 0 for every ρ", "", "not run", "", None)]
     means = final_means(df, "rho")
     rhos = sorted(df.rho.unique())
     out, rows = compare(means, "ρ", rhos)
