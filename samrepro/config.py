@@ -7,7 +7,6 @@ from omegaconf import DictConfig
 
 from samrepro.optim import RULES
 
-
 LR_SCHEDULES = ("constant", "geometric")  # implemented by samrepro.train.lr_schedule
 
 
@@ -43,9 +42,11 @@ def validate(cfg: DictConfig) -> None:
     require(isinstance(cfg.loss_ceiling, (int, float)) and cfg.loss_ceiling > 0, "loss_ceiling",
             cfg.loss_ceiling, "must be a number > 0")
     schedule = cfg.lr_schedule
-    require(schedule.name in LR_SCHEDULES, "lr_schedule.name", schedule.name, f"allowed: {', '.join(LR_SCHEDULES)}")
-    require(isinstance(schedule.final_ratio, (int, float)) and schedule.final_ratio > 0, "lr_schedule.final_ratio",
-            schedule.final_ratio, "must be a number > 0")
+    require(schedule.name in LR_SCHEDULES, "lr_schedule.name", schedule.name,
+            f"allowed: {', '.join(LR_SCHEDULES)}")
+    ratio = schedule.final_ratio
+    require(isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and ratio > 0,
+            "lr_schedule.final_ratio", ratio, "must be a number > 0")
     resolve_device(cfg.device)
 
 

@@ -18,9 +18,12 @@ matplotlib.use("Agg")
 
 
 def produce(fig: Figure, results: Path) -> pd.DataFrame:
-    """Runs the figure's sweep (batched, skipping finished runs) and saves its tidy CSV."""
-    run_dirs = run_jobs(expand(fig.id))
-    df = collect(run_dirs).drop(columns=["run_dir"])
+    """Runs the figure's sweep (batched, skipping finished runs), or its own ``compute`` when it is a
+    measurement rather than a sweep, and saves its tidy CSV."""
+    if fig.compute is not None:
+        df = fig.compute()
+    else:
+        df = collect(run_jobs(expand(fig.id))).drop(columns=["run_dir"])
     df.to_csv(results / f"{fig.id}.csv", index=False)
     return df
 

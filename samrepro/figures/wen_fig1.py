@@ -64,14 +64,14 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     fig = plt.figure(figsize=(19, 10))
     grid = fig.add_gridspec(2, 20, hspace=0.3, wspace=4)
     panels = [fig.add_subplot(grid[0, 5 * i:5 * i + 5]) for i in range(4)]
-    for ax, which, target in zip(panels, ("F0", "F1", "F0+F1"), ("sam", "gd_ascent", "sam_bs1")):
+    for ax, which, target in zip(panels, ("F0", "F1", "F0+F1"), ("sam", "gd_ascent", "sam_bs1"), strict=True):
         _contours(ax, f"contours of ${which.replace('F', 'F_')}$", which)
         for label, (opt, bs, color, _) in METHODS.items():
             r = runs_of(df, opt, bs, **HEADLINE).sort_values("step")
             ax.plot(r.x0, r.x1, "-", color=color, lw=1.2 if bs == 2 else 0.6, alpha=0.9, label=label)
         for key, point in theory.TOY4D_LIMITS.items():
-            ax.plot(*point, MARKERS[key], ms=9 if key == target else 6, mfc="none" if key != target else "gold",
-                    mec="k")
+            mine = key == target
+            ax.plot(*point, MARKERS[key], ms=9 if mine else 6, mfc="gold" if mine else "none", mec="k")
         ax.plot(0.5, 0.5, "k+", ms=8)
     panels[0].legend(fontsize=7, loc="upper right")
 
@@ -96,7 +96,7 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     ax.plot([], [], "kx", label="constant η")
     ax.legend(fontsize=6, loc="upper center", ncol=2)
 
-    for i, (label, (opt, bs, color, _)) in enumerate(METHODS.items()):
+    for i, (label, (opt, bs, _, _)) in enumerate(METHODS.items()):
         ax3 = fig.add_subplot(grid[1, 4 * i:4 * i + 4], projection="3d")
         run = runs_of(df, opt, bs, **HEADLINE)
         if run.empty:
@@ -113,8 +113,8 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     ax = fig.add_subplot(grid[1, 16:])  # Thm 8: alignment of ∇L with v1 during phase II (full batch SAM)
     for (lr, rho, sched), run in runs_of(df, "sam", 2).groupby(["lr", "rho", "lr_schedule.name"]):
         run = run.sort_values("step")
-        ax.plot(run.step, np.maximum(1 - run.grad_v1_cos, 1e-17), lw=0.9, ls="-" if sched == "geometric" else "--",
-                label=f"η={lr:g}, ρ={rho:g}, {sched}")
+        ax.plot(run.step, np.maximum(1 - run.grad_v1_cos, 1e-17), lw=0.9,
+                ls="-" if sched == "geometric" else "--", label=f"η={lr:g}, ρ={rho:g}, {sched}")
     ax.set(yscale="log", xlabel="step", ylabel="1 − |cos∠(∇L, $v_1$)| ≈ angle²/2",
            title="Thm 8: alignment (full-batch SAM)")
     ax.title.set_fontsize(9)
@@ -125,7 +125,8 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     save(fig, stem)
 
 
-def _distance_claim(df: pd.DataFrame, label: str, opt: str, bs: int, key: str, keys: dict, note: str = "") -> Claim:
+def _distance_claim(df: pd.DataFrame, label: str, opt: str, bs: int, key: str, keys: dict,
+                    note: str = "") -> Claim:
     target = np.array(theory.TOY4D_LIMITS[key])
     finals = final_rows(runs_of(df, opt, bs, **keys))
     done = finals[finals.status == "completed"]
