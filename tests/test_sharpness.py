@@ -38,7 +38,8 @@ def test_dense_hessian_is_the_matrix():
 def test_lanczos_and_power_find_the_top_eigenvalue():
     loss, params, _, lam = random_quadratic(SPECTRA)
     top = lam.max(1).values
-    lanczos = sharpness.lanczos_top_eigenvalue(loss, params, iters=6, generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(1)
+    lanczos = sharpness.lanczos_top_eigenvalue(loss, params, iters=6, generator=gen)
     torch.testing.assert_close(lanczos, top, rtol=1e-10, atol=1e-10)
     power = sharpness.top_eigenvalue(loss, params, config_dim=True, iters=400,
                                      generator=torch.Generator().manual_seed(1))
@@ -56,7 +57,8 @@ def test_lanczos_without_config_dim():
 def test_hutchinson_trace_within_its_standard_error():
     loss, params, a, lam = random_quadratic(SPECTRA)
     samples = 4000
-    est = sharpness.hutchinson_trace(loss, params, samples=samples, generator=torch.Generator().manual_seed(2))
+    gen = torch.Generator().manual_seed(2)
+    est = sharpness.hutchinson_trace(loss, params, samples=samples, generator=gen)
     off = a - torch.diag_embed(torch.diagonal(a, dim1=1, dim2=2))
     se = (2 * off.square().sum((1, 2)) / samples).sqrt()  # Rademacher: Var vᵀAv = 2 Σ_{i≠j} A_ij²
     assert ((est - lam.sum(1)).abs() <= 5 * se).all()

@@ -19,7 +19,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 
@@ -61,7 +60,8 @@ class QuadraticManifold:
 
 def measurement_points() -> list[tuple[str, str, object, torch.Tensor]]:
     """(loss name, point label, loss, point on Γ)."""
-    points = [("toy4d", f"x=({a:.3g}, {b:.3g})", toy4d_loss, torch.tensor([a, b, 0.0, 0.0], dtype=torch.float64))
+    points = [("toy4d", f"x=({a:.3g}, {b:.3g})", toy4d_loss,
+               torch.tensor([a, b, 0.0, 0.0], dtype=torch.float64))
               for a, b in ((0.0, 0.0), (1.0, 1.0), (0.8, 1 / 7), (0.5, 0.5))]
     manifold = QuadraticManifold()
     gen = torch.Generator().manual_seed(1)
@@ -76,7 +76,7 @@ def compute() -> pd.DataFrame:
     rows = []
     gen = torch.Generator().manual_seed(0)
     for loss_name, label, loss, x in measurement_points():
-        eigenvalues = torch.linalg.eigvalsh(sharpness.dense_hessian(lambda p: loss(p[0]), [x[None]])[0])
+        eigenvalues = torch.linalg.eigvalsh(sharpness.dense_hessian(lambda p, f=loss: f(p[0]), [x[None]])[0])
         limits = theory.limiting_regularizers(eigenvalues.numpy())
         for rho in RHOS:
             kw = {"starts": 16, "iters": 120, "generator": gen}
@@ -84,7 +84,8 @@ def compute() -> pd.DataFrame:
             r_asc = sharpness.ascent_direction_sharpness(loss, x, rho, radius=1e-3 * rho, **kw)
             r_avg, se = sharpness.average_direction_sharpness(loss, x, rho, generator=gen)
             rows.append({"loss": loss_name, "point": label, "rho": rho, "D": x.numel(),
-                         "max": float(r_max) / rho**2, "asc": float(r_asc) / rho**2, "avg": float(r_avg) / rho**2,
+                         "max": float(r_max) / rho**2, "asc": float(r_asc) / rho**2,
+                         "avg": float(r_avg) / rho**2,
                          "avg_se": float(se) / rho**2, **{f"limit_{k}": v for k, v in limits.items()},
                          "eigenvalues": " ".join(f"{v:.4g}" for v in eigenvalues.tolist())})
     return pd.DataFrame(rows)
@@ -105,8 +106,9 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     fig.suptitle("Wen et al. Table 1: limiting regularizers R_ρ/ρ² as ρ → 0, measured at points of Γ")
     fig.tight_layout()
     save(fig, stem)
-    table = df[df.rho == df.rho.min()][["loss", "point", "eigenvalues", "max", "limit_max", "asc", "limit_asc",
-                                        "avg", "avg_se", "limit_avg"]]
+    columns = ["loss", "point", "eigenvalues", "max", "limit_max", "asc", "limit_asc", "avg", "avg_se",
+               "limit_avg"]
+    table = df[df.rho == df.rho.min()][columns]
     (stem.parent.parent / f"{stem.name}.md").write_text(
         f"# Wen et al. Table 1, measured at ρ = {df.rho.min():g} (R/ρ² and the predicted limits)\n\n"
         + table.to_markdown(index=False, floatfmt=".5g") + "\n")

@@ -32,10 +32,12 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
         ax_a.plot(run.step, np.maximum(1 - run.w0.abs() / run.w_norm, 1e-17), color=color, lw=0.9,
                   label=f"η={lr:g}, ρ={rho:g}")
         ax_n.plot(run.step, run.w_norm / pred, color=color, lw=0.9)
-    ax_a.set(xscale="symlog", yscale="log", xlabel="step", ylabel="1 − |⟨x, v1⟩|/‖x‖", title="alignment with v1(A)")
+    ax_a.set(xscale="symlog", yscale="log", xlabel="step", ylabel="1 − |⟨x, v1⟩|/‖x‖",
+             title="alignment with v1(A)")
     ax_a.legend(fontsize=6, ncol=2)
     ax_n.axhline(1, color="k", ls="--", lw=0.8)
-    ax_n.set(xscale="symlog", yscale="log", xlabel="step", ylabel="‖x(t)‖ / (ηρλ1/(2−ηλ1))", title="norm against Thm 21")
+    ax_n.set(xscale="symlog", yscale="log", xlabel="step", ylabel="‖x(t)‖ / (ηρλ1/(2−ηλ1))",
+             title="norm against Thm 21")
     final = final_rows(df)
     grid = np.linspace(0, 0.9, 100)
     for rho, rows in final.groupby("rho"):
