@@ -105,3 +105,45 @@ def test_geometric_lr_schedule():
     f = lr_schedule("geometric", 1e-4, 100)
     assert f(0) == 1.0 and abs(f(100) - 1e-4) < 1e-15 and abs(f(50) - 1e-2) < 1e-15
     assert lr_schedule("constant", 1.0, 100) is None
+
+
+def test_batched_run_writes_the_run_folder_schema(tmp_path):
+    """A batched run (full-batch SAM and GD, annealed η) through the CLI's execute: CSV columns and rows."""
+    import csv
+    import json
+
+    from hydra import compose, initialize_config_module
+
+    from samrepro.cli import CONF_MODULE, execute
+    from samrepro.config import validate
+
+    with initialize_config_module(version_base="1.3", config_module=CONF_MODULE):
+        cfg = compose("config", overrides=["task=toy4d", "steps=50", "log_every=25", "progress=false",
+                                           "lr_schedule.name=geometric", "lr_schedule.final_ratio=0.01"])
+    validate(cfg)
+    runs = [{"opt": "sam", "lr": 0.01, "rho": 0.5, "seed": 0},
+            {"opt": "gd", "lr": 0.01, "rho": 0.0, "seed": 0}]
+    execute(cfg, runs, [tmp_path / "sam", tmp_path / "gd"], progress=False)
+    with open(tmp_path / "sam" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["step", "x0", "x1", "y0", "y1", "loss", "lambda_max", "lambda_min", "trace",
+                             "grad_v1_cos"]
+    assert [int(r["step"]) for r in rows] == [0, 25, 50]
+    assert json.loads((tmp_path / "gd" / "summary.json").read_text())["status"] == "completed"
+
+
+def test_bad_lr_schedule_is_rejected():
+    from hydra import compose, initialize_config_module
+
+    from samrepro.cli import CONF_MODULE
+    from samrepro.config import validate
+
+    for bad in ("lr_schedule.name=cosine", "lr_schedule.final_ratio=0"):
+        with initialize_config_module(version_base="1.3", config_module=CONF_MODULE):
+            cfg = compose("config", overrides=["task=toy4d", bad])
+        try:
+            validate(cfg)
+        except ConfigError as err:
+            assert bad.split("=")[0] in str(err)
+            continue
+        raise AssertionError(f"{bad} accepted")

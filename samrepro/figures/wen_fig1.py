@@ -64,7 +64,8 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     fig = plt.figure(figsize=(19, 10))
     grid = fig.add_gridspec(2, 20, hspace=0.3, wspace=4)
     panels = [fig.add_subplot(grid[0, 5 * i:5 * i + 5]) for i in range(4)]
-    for ax, which, target in zip(panels, ("F0", "F1", "F0+F1"), ("sam", "gd_ascent", "sam_bs1"), strict=True):
+    targets = (("F0", "sam"), ("F1", "gd_ascent"), ("F0+F1", "sam_bs1"))
+    for ax, (which, target) in zip(panels[:3], targets, strict=True):
         _contours(ax, f"contours of ${which.replace('F', 'F_')}$", which)
         for label, (opt, bs, color, _) in METHODS.items():
             r = runs_of(df, opt, bs, **HEADLINE).sort_values("step")
@@ -110,7 +111,7 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
                 title=f"{label}\n$L(x,\\cdot)$ at x=({x[0]:.2f}, {x[1]:.2f})\n$F_0$={f0:.2f}, $F_1$={f1:.2f}")
         ax3.title.set_fontsize(8)
 
-    ax = fig.add_subplot(grid[1, 16:])  # Thm 8: alignment of ∇L with v1 during phase II (full batch SAM)
+    ax = fig.add_subplot(grid[1, 17:])  # Thm 8: alignment of ∇L with v1 during phase II (full batch SAM)
     for (lr, rho, sched), run in runs_of(df, "sam", 2).groupby(["lr", "rho", "lr_schedule.name"]):
         run = run.sort_values("step")
         ax.plot(run.step, np.maximum(1 - run.grad_v1_cos, 1e-17), lw=0.9,
@@ -158,8 +159,10 @@ def claims(df: pd.DataFrame) -> list[Claim]:
                             f"{TAIL:.0%})", "sam", 1, "sam_bs1", HEADLINE),
         _distance_claim(df, "SAM batch size 1 → argmin F0+F1 (constant η; mean of last iterates)", "sam", 1,
                         "sam_bs1", {"lr_schedule.name": "constant"},
-                        note="finite-η bias: in its 2-cycle, the step on L_k weights F_k by (2/(2−4ηF_k))², "
-                             "favouring F0 (larger) — it vanishes as η → 0, hence the annealed headline"),
+                        note="finite-η bias: in its 2-cycle the step on L_k weights F_k by (2/(2−4ηF_k))², "
+                             "favouring F0 (the larger); minimizing Σ_k c_k F_k with these weights gives "
+                             "(0.791, 0.136) at η = 0.002 and (0.776, 0.126) at η = 0.005. It vanishes as "
+                             "η → 0, hence the annealed headline"),
     ]
     out.append(_distance_claim(
         df, f"GD on the batch-size-1 L^asc → argmin Tr (Thm 10; {h}; mean of the last {TAIL:.0%})",

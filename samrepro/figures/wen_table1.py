@@ -6,7 +6,7 @@ A measurement, not a training sweep: ``compute`` evaluates, for ρ ∈ RHOS at e
   R^max_ρ/ρ²  by maximizing L(x + ρv) over the unit sphere (Adam on v = z/‖z‖, 16 random starts);
   R^asc_ρ/ρ²  as the infimum of R^asc_ρ(x′) over x′ = x + r·u, r = 1e-3·ρ, ‖u‖ = 1 (Definition 3:
               R^asc is undefined on Γ itself), minimized the same way;
-  R^avg_ρ/ρ²  by Monte Carlo over the sphere (20,000 antithetic directions, with its standard error);
+  R^avg_ρ/ρ²  by Monte Carlo over the sphere (100,000 antithetic directions, with its standard error);
 and the predictions from the exact (dense) Hessian's eigenvalues at x. Two losses:
   * the 4D toy of Fig. 1 (D = 4, Γ = {y = 0}, non-zero eigenvalues 2F0, 2F1);
   * a random quadratic manifold: w = (x, y) ∈ R³ × R³, L = ½ rᵀSr with r = y − Bx − ½(xᵀC_k x)_k and
@@ -27,7 +27,9 @@ from samrepro.figures import Claim, Figure, save
 from samrepro.tasks.toy4d import factors
 
 RHOS = (0.1, 0.01, 0.001)
-TOLERANCE = 0.02  # relative error of R/ρ² at the smallest ρ against the limit
+TOLERANCE = 0.01  # relative error of R^max/ρ², R^asc/ρ² at the smallest ρ against the limit
+MC_SAMPLES = 100_000  # directions for R^avg
+MC_Z = 3.0  # R^avg/ρ² must lie within 3 Monte Carlo standard errors of Tr/(2D)
 KINDS = {"max": "worst direction → λ1/2", "asc": "ascent direction → λ_min/2", "avg": "average → Tr/(2D)"}
 
 
@@ -82,7 +84,7 @@ def compute() -> pd.DataFrame:
             kw = {"starts": 16, "iters": 120, "generator": gen}
             r_max = sharpness.worst_direction_sharpness(loss, x, rho, **kw)
             r_asc = sharpness.ascent_direction_sharpness(loss, x, rho, radius=1e-3 * rho, **kw)
-            r_avg, se = sharpness.average_direction_sharpness(loss, x, rho, generator=gen)
+            r_avg, se = sharpness.average_direction_sharpness(loss, x, rho, samples=MC_SAMPLES, generator=gen)
             rows.append({"loss": loss_name, "point": label, "rho": rho, "D": x.numel(),
                          "max": float(r_max) / rho**2, "asc": float(r_asc) / rho**2,
                          "avg": float(r_avg) / rho**2,
@@ -122,15 +124,23 @@ def claims(df: pd.DataFrame) -> list[Claim]:
     for kind, title in KINDS.items():
         for loss, rows in small.groupby("loss", sort=False):
             err = (rows[kind] / rows[f"limit_{kind}"] - 1).abs()
-            out.append(Claim(
-                f"Table 1, {title} ({loss}, {len(rows)} points of Γ)", f"R^{kind}_ρ/ρ² → limit",
-                f"max relative error {err.max():.2e} at ρ = {df.rho.min():g}",
-                f"≤ {TOLERANCE:g}", bool((err <= TOLERANCE).all())))
+            measured = f"max relative error {err.max():.2e} at ρ = {df.rho.min():g}"
+            if kind == "avg":
+                z = ((rows[kind] - rows.limit_avg) / rows.avg_se).abs()
+                out.append(Claim(f"Table 1, {title} ({loss}, {len(rows)} points of Γ)",
+                                 "R^avg_ρ/ρ² → Tr/(2D)",
+                                 f"{measured}; max |z| = {z.max():.2f}", f"|z| ≤ {MC_Z:g} Monte Carlo s.e.",
+                                 bool((z <= MC_Z).all())))
+                continue
+            out.append(Claim(f"Table 1, {title} ({loss}, {len(rows)} points of Γ)", f"R^{kind}_ρ/ρ² → limit",
+                             measured, f"≤ {TOLERANCE:g}", bool((err <= TOLERANCE).all())))
     return out
 
 
 FIGURE = Figure("wen_table1", "limiting regularizers of Table 1, measured", draw, claims, compute=compute,
                 notes="Measured, not trained (the Figure supplies its own DataFrame through `compute`). "
                       f"ρ ∈ {RHOS}; R^max over the sphere and R^asc over x′ = x + 1e-3·ρ·u by Adam from 16 "
-                      "random starts (120 iterations); R^avg with 20,000 antithetic Monte Carlo directions. "
-                      "Tolerance: 2% relative error at the smallest ρ.")
+                      "random starts (120 iterations); R^avg with 100,000 antithetic Monte Carlo directions. "
+                      "Tolerance at the smallest ρ: 1% relative error (max, asc; the optimizer's accuracy), "
+                      "3 Monte Carlo standard errors (avg). R^asc needs r/ρ → 0: its first-order term "
+                      "ρ‖∇L(x′)‖ adds O(r/ρ) to R^asc/ρ².")
