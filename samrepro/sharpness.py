@@ -28,7 +28,7 @@ def dense_hessian(loss_fn: LossFn, params: Sequence[Tensor]) -> Tensor:
 
     def total_loss(x: Tensor) -> Tensor:
         parts = torch.split(x, sizes, dim=1)
-        return loss_fn([t.reshape(n, *s) for t, s in zip(parts, shapes)]).sum()
+        return loss_fn([t.reshape(n, *s) for t, s in zip(parts, shapes, strict=True)]).sum()
 
     grad = torch.func.grad(total_loss)
 

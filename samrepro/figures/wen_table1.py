@@ -94,8 +94,8 @@ def compute() -> pd.DataFrame:
 
 
 def draw(df: pd.DataFrame, stem: Path) -> None:
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    for ax, (kind, title) in zip(axes, KINDS.items(), strict=True):
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.8))
+    for ax, (kind, title) in zip(axes[:3], KINDS.items(), strict=True):
         for i, ((loss, point), rows) in enumerate(df.groupby(["loss", "point"], sort=False)):
             color = plt.cm.tab10(i % 10)
             ratio = rows[kind] / rows[f"limit_{kind}"]
@@ -105,6 +105,18 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
         ax.axhline(1, color="k", ls="--", lw=0.8)
         ax.set(xscale="log", xlabel="ρ", ylabel="(R_ρ/ρ²) / predicted limit", title=f"R^{kind}: {title}")
     axes[0].legend(fontsize=7)
+    ax = axes[3]  # the three notions differ: measured R/ρ² at the smallest ρ (markers) vs limits (bars)
+    small = df[df.rho == df.rho.min()].reset_index(drop=True)
+    for j, (kind, marker) in enumerate(zip(KINDS, "os^", strict=True)):
+        pos = small.index + (j - 1) * 0.25
+        ax.bar(pos, small[f"limit_{kind}"], width=0.22, color=plt.cm.Set2(j), label=f"limit, R^{kind}")
+        ax.plot(pos, small[kind], marker, color="k", ms=4)
+    ax.set_xticks(small.index, [f"{loss.split(' ')[0]}\n{p}" for loss, p in zip(small.loss, small.point,
+                                                                                  strict=True)],
+                  fontsize=6)
+    ax.set(yscale="log", ylabel="R_ρ/ρ²", ylim=(0.4, 60),
+           title=f"three notions, three regularizers (ρ = {df.rho.min():g})")
+    ax.legend(fontsize=7, ncol=3, loc="upper center")
     fig.suptitle("Wen et al. Table 1: limiting regularizers R_ρ/ρ² as ρ → 0, measured at points of Γ")
     fig.tight_layout()
     save(fig, stem)

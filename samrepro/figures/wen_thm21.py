@@ -33,15 +33,15 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
                   label=f"η={lr:g}, ρ={rho:g}")
         ax_n.plot(run.step, run.w_norm / pred, color=color, lw=0.9)
     ax_a.set(xscale="symlog", yscale="log", xlabel="step", ylabel="1 − |⟨x, v1⟩|/‖x‖",
-             title="alignment with v1(A)")
+             title="alignment with v1(A)", xlim=(0, None))
     ax_a.legend(fontsize=6, ncol=2)
     ax_n.axhline(1, color="k", ls="--", lw=0.8)
     ax_n.set(xscale="symlog", yscale="log", xlabel="step", ylabel="‖x(t)‖ / (ηρλ1/(2−ηλ1))",
-             title="norm against Thm 21")
+             title="norm against Thm 21", xlim=(0, None))
     final = final_rows(df)
     grid = np.linspace(0, 0.9, 100)
-    for rho, rows in final.groupby("rho"):
-        ax_f.plot(rows.lr * l1, rows.w_norm / rho, "o", label=f"ρ={rho:g}")
+    for (rho, rows), marker, size in zip(final.groupby("rho"), "os^v", (11, 8, 5, 3), strict=False):
+        ax_f.plot(rows.lr * l1, rows.w_norm / rho, marker, ms=size, mfc="none", label=f"ρ={rho:g}")
     ax_f.plot(grid, grid / (2 - grid), "k--", lw=0.8, label="ηλ1/(2−ηλ1)")
     ax_f.set(xlabel="ηλ1", ylabel="‖x∞‖/ρ", title="limit norm")
     ax_f.legend(fontsize=8)
