@@ -64,6 +64,9 @@ class Toy4D(Task):
         self.init = [*x_init, *y_init]
         kw = {"dtype": self.dtype, "device": device}
         # F = u²·K + offset with u = (x0, x1, 1 − x0, 1 − x1); ∂F/∂u = 2·u·diag(K) row-wise.
+        self._u_map = torch.tensor([[1.0, 0, -1, 0], [0, 1, 0, -1], [0, 0, 0, 0], [0, 0, 0, 0]], **kw)
+        self._u_offset = torch.tensor([0.0, 0.0, 1.0, 1.0], **kw)
+        self._y_map = torch.tensor([[0.0, 0], [0, 0], [1, 0], [0, 1]], **kw)
         self._weights = torch.tensor([[1.0, 0.0], [6.0, 0.0], [0.0, 4.0], [0.0, 1.0]], **kw)
         self._offset = torch.tensor([8.0, 1.0], **kw)
         self._du = torch.tensor([2.0, 12.0, 8.0, 2.0], **kw)
@@ -76,10 +79,11 @@ class Toy4D(Task):
 
     def _factors_and_y(self, w: Tensor, batch: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """u = (x0, x1, 1 − x0, 1 − x1), F = (F0, F1) = u²·K + (8, 1), and the batch-weighted y and y²
-        (few, vectorized ops: the per-step cost of a tiny problem is the op count)."""
-        u = torch.cat((w[:, :2], 1 - w[:, :2]), dim=1)
+        (few, vectorized ops, by matrix products rather than slices, whose backward is costly under
+        autograd (gd_ascent): the per-step cost of a tiny problem is its op count)."""
+        u = torch.addmm(self._u_offset, w, self._u_map)
         f = torch.addmm(self._offset, u.square(), self._weights)
-        y = w[:, 2:]
+        y = w @ self._y_map
         yw = y if batch is None else y * batch
         return u, f, yw, y * yw
 
