@@ -154,8 +154,8 @@ def claims(df: pd.DataFrame) -> list[Claim]:
                         {"lr_schedule.name": "constant"},
                         note="expected failure: with constant η, y0 flips sign every step in a 2-cycle (the "
                              "normalization's derivative makes y0 = 0 unstable) and x freezes at a spurious "
-                             "point between (0,0) and (1,1); where it freezes depends on (η, ρ) and, the cycle "
-                             "being chaotic, even on rounding; ρ = 2 with η = 0.005 diverges"),
+                             "point between (0,0) and (1,1); where it freezes depends on (η, ρ) and, the "
+                             "cycle being chaotic, even on rounding; ρ = 2 with η = 0.005 diverges"),
         _distance_claim(df, f"SAM batch size 1 → argmin Tr = argmin F0+F1 ({h}; mean of the last "
                             f"{TAIL:.0%})", "sam", 1, "sam_bs1", HEADLINE),
         _distance_claim(df, "SAM batch size 1 → argmin F0+F1 (constant η; mean of last iterates)", "sam", 1,
@@ -189,8 +189,8 @@ FIGURE = Figure(
           "GD on L^asc (full derivative through the normalization) reaches argmin F1 only with η annealed "
           "and ρ large (η/ρ small): with constant η it freezes at a spurious point. With ρ = 0.5 and "
           "annealing, the flow time Σηρ² of the run (≈ 0.4 at η = 0.002) is too short for any method to "
-          "finish its drift (those end points lie short of the targets, on the way). Batch-size-1 SAM has a finite-η bias toward argmin F0 "
-          "(its 2-cycle), which the annealing removes; its end point is the mean of the last 20% of "
+          "finish its drift (those end points lie short of the targets, on the way). Batch-size-1 SAM "
+          "has a finite-η bias toward argmin F0 (its 2-cycle), which the annealing removes; its end point is the mean of the last 20% of "
           "logged iterates. GD on the batch-size-1 L^asc also lands at argmin F0+F1 (Thm 10: stochastic "
           "ascent-direction sharpness → trace). The paper-length sweep is experiment=wen_fig1_long "
           "(10⁶ steps, ρ down to 0.1; not run by make figs).",
