@@ -190,8 +190,8 @@ FIGURE = Figure(
           "and ρ large (η/ρ small): with constant η it freezes at a spurious point. With ρ = 0.5 and "
           "annealing, the flow time Σηρ² of the run (≈ 0.4 at η = 0.002) is too short for any method to "
           "finish its drift (those end points lie short of the targets, on the way). Batch-size-1 SAM "
-          "has a finite-η bias toward argmin F0 (its 2-cycle), which the annealing removes; its end point is the mean of the last 20% of "
-          "logged iterates. GD on the batch-size-1 L^asc also lands at argmin F0+F1 (Thm 10: stochastic "
+          "has a finite-η bias toward argmin F0 (its 2-cycle), which the annealing removes; its end "
+          "point is the mean of the last 20% of logged iterates. GD on the batch-size-1 L^asc also lands at argmin F0+F1 (Thm 10: stochastic "
           "ascent-direction sharpness → trace). The paper-length sweep is experiment=wen_fig1_long "
           "(10⁶ steps, ρ down to 0.1; not run by make figs).",
 )
