@@ -184,14 +184,15 @@ def claims(df: pd.DataFrame) -> list[Claim]:
 
 FIGURE = Figure(
     "wen_fig1", "4D toy: SAM, GD on L^asc, SAM with batch size 1", draw, claims,
-    notes="Init x = (0.5, 0.5), y = (0.1, 0.1); 7,000 steps; sweep η ∈ {0.002, 0.005}, ρ ∈ {0.5, 2}, "
-          "constant or geometrically annealed η (to 1e-4·η, `lr_schedule`). The paper gives none of these. "
-          "GD on L^asc (full derivative through the normalization) reaches argmin F1 only with η annealed "
-          "and ρ large (η/ρ small): with constant η it freezes at a spurious point. With ρ = 0.5 and "
-          "annealing, the flow time Σηρ² of the run (≈ 0.4 at η = 0.002) is too short for any method to "
-          "finish its drift (those end points lie short of the targets, on the way). Batch-size-1 SAM "
-          "has a finite-η bias toward argmin F0 (its 2-cycle), which the annealing removes; its end "
-          "point is the mean of the last 20% of logged iterates. GD on the batch-size-1 L^asc also lands at argmin F0+F1 (Thm 10: stochastic "
-          "ascent-direction sharpness → trace). The paper-length sweep is experiment=wen_fig1_long "
-          "(10⁶ steps, ρ down to 0.1; not run by make figs).",
+    notes=("Init x = (0.5, 0.5), y = (0.1, 0.1); 7,000 steps; sweep η ∈ {0.002, 0.005}, ρ ∈ {0.5, 2}, "
+           "constant or geometrically annealed η (to 1e-4·η, `lr_schedule`). The paper gives none of these. "
+           "GD on L^asc (full derivative through the normalization) reaches argmin F1 only with η annealed "
+           "and ρ large (η/ρ small): with constant η it freezes at a spurious point. With ρ = 0.5 and "
+           "annealing, the flow time Σηρ² of the run (≈ 0.4 at η = 0.002) is too short for any method to "
+           "finish its drift (those end points lie short of the targets, on the way). Batch-size-1 SAM "
+           "has a finite-η bias toward argmin F0 (its 2-cycle), which the annealing removes; its end "
+           "point is the mean of the last 20% of logged iterates. GD on the batch-size-1 L^asc also "
+           "lands at argmin F0+F1 (Thm 10: stochastic ascent-direction sharpness → trace). The "
+           "paper-length sweep is experiment=wen_fig1_long (10⁶ steps, ρ down to 0.1; not run by "
+           "make figs)."),
 )
