@@ -26,7 +26,7 @@ from samrepro import tasks
 from samrepro.config import ConfigError, require, resolve_device, run_values, validate
 from samrepro.optim import SAM
 from samrepro.records import RunRecord, is_finished
-from samrepro.train import train
+from samrepro.train import lr_schedule, train
 
 log = logging.getLogger("samrepro")
 CONF_MODULE = "samrepro.conf"
@@ -56,7 +56,8 @@ def execute(base: DictConfig, runs: Sequence[dict], run_dirs: Sequence[Path], pr
         torch.set_num_threads(threads)
     try:
         return train(task, optimizer, records, steps=base.steps, log_every=base.log_every,
-                     loss_ceiling=base.loss_ceiling, seeds=seeds, progress=progress)
+                     loss_ceiling=base.loss_ceiling, seeds=seeds, progress=progress,
+                     lr_factor=lr_schedule(base.lr_schedule.name, base.lr_schedule.final_ratio, base.steps))
     finally:
         torch.set_num_threads(default_threads)
 

@@ -7,6 +7,8 @@ from omegaconf import DictConfig
 
 from samrepro.optim import RULES
 
+LR_SCHEDULES = ("constant", "geometric")  # implemented by samrepro.train.lr_schedule
+
 
 class ConfigError(ValueError):
     """Bad user input. The message names the key and what is allowed; the CLI prints it as one line."""
@@ -42,6 +44,12 @@ def validate(cfg: DictConfig) -> None:
     threads = cfg.get("threads")
     require(threads is None or (isinstance(threads, int) and not isinstance(threads, bool) and threads > 0),
             "threads", threads, "must be null (torch's default) or an integer > 0")
+    schedule = cfg.lr_schedule
+    require(schedule.name in LR_SCHEDULES, "lr_schedule.name", schedule.name,
+            f"allowed: {', '.join(LR_SCHEDULES)}")
+    ratio = schedule.final_ratio
+    require(isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and ratio > 0,
+            "lr_schedule.final_ratio", ratio, "must be a number > 0")
     resolve_device(cfg.device)
 
 

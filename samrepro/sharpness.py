@@ -28,7 +28,7 @@ def dense_hessian(loss_fn: LossFn, params: Sequence[Tensor]) -> Tensor:
 
     def total_loss(x: Tensor) -> Tensor:
         parts = torch.split(x, sizes, dim=1)
-        return loss_fn([t.reshape(n, *s) for t, s in zip(parts, shapes)]).sum()
+        return loss_fn([t.reshape(n, *s) for t, s in zip(parts, shapes, strict=True)]).sum()
 
     grad = torch.func.grad(total_loss)
 
@@ -84,3 +84,102 @@ def hutchinson_trace(loss_fn: LossFn, params: Sequence[Tensor], *, config_dim: b
         v = [(torch.randint(0, 2, p.shape, generator=generator) * 2 - 1).to(p) for p in params]
         total = total + config_dot(v, hvp(v), config_dim)
     return (total / samples).detach()
+
+
+def _flat_operator(loss_fn: LossFn, params: Sequence[Tensor], config_dim: bool):
+    """The HVP as a map on flat vectors [C, D] (C = 1 without a configuration dimension)."""
+    hvp = hvp_operator(loss_fn, params)
+    shapes = [p.shape for p in params]
+    n = params[0].shape[0] if config_dim else 1
+    sizes = [p[0].numel() if config_dim else p.numel() for p in params]
+
+    def op(q: Tensor) -> Tensor:
+        parts = [t.reshape(s) for t, s in zip(torch.split(q, sizes, dim=1), shapes, strict=True)]
+        return torch.cat([h.reshape(n, -1) for h in hvp(parts)], dim=1)
+
+    return op, n, sum(sizes)
+
+
+def lanczos_top_eigenvalue(loss_fn: LossFn, params: Sequence[Tensor], *, config_dim: bool = True,
+                           iters: int = 30, generator: torch.Generator | None = None) -> Tensor:
+    """λ_max(∇²L) (the largest algebraic eigenvalue) by Lanczos on Hessian-vector products, with full
+    reorthogonalization, per configuration. k ≤ min(iters, D) products; converges much faster than
+    power iteration when λ1 ≈ λ2 and never confuses a large negative eigenvalue with the top one."""
+    op, n, d = _flat_operator(loss_fn, params, config_dim)
+    ref = params[0]
+    k = min(iters, d)
+    q = torch.randn((n, d), generator=generator, dtype=ref.dtype).to(ref.device)
+    q = q / torch.linalg.vector_norm(q, dim=1, keepdim=True)
+    basis, alphas, betas = [q], [], []
+    tiny = torch.finfo(ref.dtype).tiny
+    for j in range(k):
+        w = op(basis[-1]).detach()
+        alphas.append((w * basis[-1]).sum(1))
+        if j == k - 1:
+            break
+        stacked = torch.stack(basis, dim=2)  # [C, D, j+1]
+        for _ in range(2):  # full reorthogonalization, twice for numerical safety
+            w = w - (stacked @ (stacked.transpose(1, 2) @ w[:, :, None]))[:, :, 0]
+        beta = torch.linalg.vector_norm(w, dim=1)
+        betas.append(beta)
+        basis.append(w / beta.clamp_min(tiny)[:, None])  # β = 0: the Krylov space is invariant
+    t = torch.diag_embed(torch.stack(alphas, 1))
+    if betas:
+        off = torch.diag_embed(torch.stack(betas, 1), offset=1)
+        t = t + off + off.transpose(1, 2)
+    top = torch.linalg.eigvalsh(t)[:, -1]
+    return top if config_dim else top[0]
+
+
+def hessian_eigh(loss_fn: LossFn, params: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """(eigenvalues ascending [C, D], eigenvectors [C, D, D]) of the dense Hessian (small problems)."""
+    return torch.linalg.eigh(dense_hessian(loss_fn, params))
+
+
+def optimize_on_sphere(f: Callable[[Tensor], Tensor], dim: int, *, maximize: bool, starts: int = 64,
+                       iters: int = 300, lr: float = 0.05, dtype: torch.dtype = torch.float64,
+                       generator: torch.Generator | None = None) -> Tensor:
+    """max (or min) of f(u) over unit vectors u ∈ R^dim: Adam on u = z/‖z‖ from ``starts`` random
+    starts (f maps [S, dim] → [S]); returns the best value found."""
+    z = torch.randn((starts, dim), generator=generator, dtype=dtype).requires_grad_()
+    opt = torch.optim.Adam([z], lr=lr)
+    sign = -1.0 if maximize else 1.0
+    for _ in range(iters):
+        opt.zero_grad()
+        (sign * f(z / z.norm(dim=1, keepdim=True))).sum().backward()
+        opt.step()
+    values = f(z / z.norm(dim=1, keepdim=True)).detach()  # f may itself need autograd (R^asc)
+    return values.max() if maximize else values.min()
+
+
+def worst_direction_sharpness(loss: Callable[[Tensor], Tensor], x: Tensor, rho: float, **kw) -> Tensor:
+    """R^max_ρ(x) = max_{‖v‖≤1} L(x + ρv) − L(x) (Wen et al. eq. 1), maximized over the sphere
+    (for ρ small and x near a minimizer the maximum is on it). ``loss`` maps [S, D] → [S]."""
+    return optimize_on_sphere(lambda v: loss(x + rho * v), x.numel(), maximize=True, **kw) - loss(x[None])[0]
+
+
+def ascent_direction_sharpness(loss: Callable[[Tensor], Tensor], x: Tensor, rho: float, radius: float,
+                               **kw) -> Tensor:
+    """inf over x′ = x + r·u, ‖u‖ = 1, of R^asc_ρ(x′) = L(x′ + ρ∇L(x′)/‖∇L(x′)‖) − L(x′) (Wen et al.
+    eq. 2 and Definition 3: R^asc is undefined on Γ, its limiting regularizer is the infimum over
+    nearby points). ``radius`` = r ≪ ρ."""
+
+    def r_asc(u: Tensor) -> Tensor:
+        xp = x + radius * u
+        if not xp.requires_grad:
+            xp = xp.detach().requires_grad_()
+        lp = loss(xp)
+        g = torch.autograd.grad(lp.sum(), xp, create_graph=True)[0]
+        return loss(xp + rho * g / g.norm(dim=1, keepdim=True)) - lp
+
+    return optimize_on_sphere(r_asc, x.numel(), maximize=False, **kw)
+
+
+def average_direction_sharpness(loss: Callable[[Tensor], Tensor], x: Tensor, rho: float, samples: int = 20000,
+                                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """R^avg_ρ(x) = E_{g~N(0,I)} L(x + ρg/‖g‖) − L(x) (Wen et al. Table 1), Monte Carlo with antithetic
+    pairs ±v; returns (estimate, standard error)."""
+    v = torch.randn((samples, x.numel()), generator=generator, dtype=x.dtype)
+    v = v / v.norm(dim=1, keepdim=True)
+    values = 0.5 * (loss(x + rho * v) + loss(x - rho * v)) - loss(x[None])[0]
+    return values.mean(), values.std() / samples**0.5

@@ -64,3 +64,28 @@ def usam_min_rho(lr, lam1):
     ρ > (2/(ηλ1) − 1)/λ1, i.e. once η(λ1 + ρλ1²) > 2."""
     lam1 = np.asarray(lam1, dtype=float)
     return (2.0 / (np.asarray(lr, dtype=float) * lam1) - 1.0) / lam1
+
+
+# Wen et al. 2023, the 4D toy of Fig. 1: limiting flows on Γ = {y = 0}, where the Hessian's non-zero
+# eigenvalues are 2F0 > 2F1 with F0 = x0² + 6x1² + 8, F1 = 4(1 − x0)² + (1 − x1)² + 1.
+TOY4D_LIMITS = {
+    "sam": (0.0, 0.0),  # Thm 8 / eq. (6): argmin λ1 = argmin F0
+    "gd_ascent": (1.0, 1.0),  # Thm 13 (Table 1): argmin λ_min = argmin F1
+    "sam_bs1": (0.8, 1.0 / 7.0),  # Thm 11 / eq. (8): argmin Tr = argmin F0 + F1
+}
+
+
+def sam_quadratic_limit_norm(lr, rho, lam1):
+    """Wen et al. Thm 21: SAM on ½xᵀAx with ηλ1 < 1 aligns with v1(A) and
+    ‖x(t)‖ → ηρλ1/(2 − ηλ1)."""
+    lr, lam1 = np.asarray(lr, dtype=float), np.asarray(lam1, dtype=float)
+    return lr * np.asarray(rho, dtype=float) * lam1 / (2 - lr * lam1)
+
+
+def limiting_regularizers(eigenvalues):
+    """Wen et al. Table 1 (Thm 12, 13, 14): lim R_ρ/ρ² on Γ for the worst-direction (λ1/2),
+    ascent-direction (λ_min/2, the smallest non-zero eigenvalue) and average-direction (Tr/(2D))
+    sharpness, from the Hessian's eigenvalues at a point of Γ (D = their number)."""
+    ev = np.asarray(eigenvalues, dtype=float)
+    nonzero = ev[ev > 1e-9 * ev.max()]
+    return {"max": ev.max() / 2, "asc": nonzero.min() / 2, "avg": ev.sum() / (2 * len(ev))}

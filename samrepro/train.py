@@ -6,13 +6,15 @@ configuration); a configuration that diverges is recorded as such and the others
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from samrepro.config import LR_SCHEDULES
 from samrepro.optim import SAM
 from samrepro.records import RunRecord
 from samrepro.tasks import Task
@@ -22,6 +24,17 @@ def _finite_per_config(params: Sequence[torch.Tensor], config_dim: bool) -> torc
     if config_dim:
         return torch.stack([p.reshape(p.shape[0], -1).isfinite().all(1) for p in params]).all(0)
     return torch.stack([p.isfinite().all() for p in params]).all().reshape(1)
+
+
+def lr_schedule(name: str, final_ratio: float, steps: int) -> Callable[[int], float] | None:
+    """The factor η_t/η of step t: ``constant`` → None (η is never touched); ``geometric`` →
+    final_ratio^(t/steps), i.e. η decays geometrically from η to final_ratio·η over the run."""
+    if name not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule.name={name}: allowed: {', '.join(LR_SCHEDULES)}")
+    if name == "constant":
+        return None
+    log_ratio = math.log(final_ratio) / steps
+    return lambda t: math.exp(log_ratio * t)
 
 
 def train(
@@ -34,6 +47,7 @@ def train(
     loss_ceiling: float,
     seeds: Sequence[int],
     progress: bool = True,
+    lr_factor: Callable[[int], float] | None = None,
 ) -> list[dict]:
     """Runs ``steps`` updates; logs rows at step 0, every ``log_every`` steps and at the end.
 
@@ -41,7 +55,9 @@ def train(
     or its parameters are non-finite at a logged step; it then stops logging (rows so far are kept)
     and its summary says ``diverged`` with ``diverged_at``. The check runs on the device every step
     and is read back only at logged steps, so a step has no host sync. Ctrl-C marks the running
-    configurations ``interrupted`` and re-raises.
+    configurations ``interrupted`` and re-raises. With ``lr_factor`` (see ``lr_schedule``), step t uses
+    η_t = lr_factor(t)·η: ``optimizer.lr`` is rewritten in place from ``optimizer.base_lr`` (one device
+    op with a Python float, no host sync).
     """
     params = optimizer.params
     n = len(records)
@@ -74,6 +90,8 @@ def train(
             log(0)
             while step < steps and running:
                 batch = next(batches)
+                if lr_factor is not None:
+                    torch.mul(optimizer.base_lr, lr_factor(step), out=optimizer.lr)
                 loss = optimizer.step(lambda p, perturbed: task.loss(p, batch, perturbed),
                                       lambda p, perturbed: task.loss_and_grad(p, batch, perturbed))
                 bad = ~torch.isfinite(loss) | (loss > loss_ceiling)

@@ -41,6 +41,7 @@ class Figure:
     claims: Callable[[pd.DataFrame], list[Claim]]
     gpu: bool = False  # needs CUDA and real data: drawn from committed CSVs by `make figs`
     notes: str = ""  # calibration choices, stated in CLAIMS.md
+    compute: Callable[[], pd.DataFrame] | None = None  # a measurement that is not a sweep: its own DataFrame
 
 
 def save(fig, stem: Path) -> None:

@@ -28,12 +28,18 @@ def newer_than(target: Path, sources: Iterable[Path]) -> bool:
 
 
 def produce(fig: Figure, csv: Path) -> pd.DataFrame:
-    """Runs the figure's sweep (batched, skipping finished runs) and saves its tidy CSV, unless the CSV
-    is already newer than every run's summary."""
-    run_dirs = run_jobs(expand(fig.id))
-    if newer_than(csv, (d / "summary.json" for d in run_dirs)):
-        return pd.read_csv(csv)
-    df = collect(run_dirs).drop(columns=["run_dir"])
+    """Runs the figure's sweep (batched, skipping finished runs), or its own ``compute`` when it is a
+    measurement rather than a sweep, and saves its tidy CSV — unless the CSV is already newer than
+    every run's summary (for ``compute``: than the figure's code)."""
+    if fig.compute is not None:
+        if newer_than(csv, [Path(inspect.getfile(fig.compute))]):
+            return pd.read_csv(csv)
+        df = fig.compute()
+    else:
+        run_dirs = run_jobs(expand(fig.id))
+        if newer_than(csv, (d / "summary.json" for d in run_dirs)):
+            return pd.read_csv(csv)
+        df = collect(run_dirs).drop(columns=["run_dir"])
     df.to_csv(csv, index=False)
     return df
 

@@ -1,0 +1,45 @@
+"""The Wen et al. figures' plumbing and claims: a Figure that supplies its own DataFrame, and verdicts on
+synthetic data built from the theory."""
+
+import numpy as np
+import pandas as pd
+
+from samrepro import theory
+from samrepro.figures import Figure, wen_table1, wen_thm21
+from samrepro.figures.make import produce
+
+
+def test_a_figure_with_compute_skips_the_sweep_and_saves_its_csv(tmp_path):
+    df = pd.DataFrame({"a": [1, 2]})
+    fig = Figure("no_such_experiment", "t", lambda d, s: None, lambda d: [], compute=lambda: df)
+    out = produce(fig, tmp_path)
+    pd.testing.assert_frame_equal(out, df)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "no_such_experiment.csv"), df)
+
+
+def thm21_rows(norm_factor: float) -> pd.DataFrame:
+    rows = []
+    for lr in (0.1, 0.4):
+        norm = norm_factor * theory.sam_quadratic_limit_norm(lr, 0.1, 2.0)
+        rows.append({"run": f"lr={lr}", "step": 100, "lr": lr, "rho": 0.1, "w0": -norm, "w_norm": norm,
+                     "task.eigenvalues": "[2.0, 1.0]"})
+    return pd.DataFrame(rows)
+
+
+def test_thm21_claims_pass_on_the_prediction_and_fail_off_it():
+    assert [c.passed for c in wen_thm21.claims(thm21_rows(1.0))] == [True, True]
+    assert [c.passed for c in wen_thm21.claims(thm21_rows(1.01))] == [True, False]
+
+
+def test_table1_claims_use_the_smallest_rho_and_the_monte_carlo_error():
+    base = {"loss": "q", "point": "p", "limit_max": 2.0, "limit_asc": 0.5, "limit_avg": 1.0, "avg_se": 0.01}
+    rows = pd.DataFrame([{**base, "rho": 0.1, "max": 3.0, "asc": 0.9, "avg": 2.0},  # far, but not the limit
+                         {**base, "rho": 0.001, "max": 2.001, "asc": 0.5004, "avg": 1.02}])
+    assert [c.passed for c in wen_table1.claims(rows)] == [True, True, True]
+    rows.loc[1, "avg"] = 1.05  # 5 standard errors off
+    assert [c.passed for c in wen_table1.claims(rows)] == [True, True, False]
+
+
+def test_limiting_regularizers_ignore_the_zero_eigenvalues():
+    limits = theory.limiting_regularizers(np.array([0.0, 1e-16, 2.0, 16.0]))
+    assert limits == {"max": 8.0, "asc": 1.0, "avg": 18.0 / 8}
