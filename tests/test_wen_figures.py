@@ -12,7 +12,7 @@ from samrepro.figures.make import produce
 def test_a_figure_with_compute_skips_the_sweep_and_saves_its_csv(tmp_path):
     df = pd.DataFrame({"a": [1, 2]})
     fig = Figure("no_such_experiment", "t", lambda d, s: None, lambda d: [], compute=lambda: df)
-    out = produce(fig, tmp_path)
+    out = produce(fig, tmp_path / "no_such_experiment.csv")
     pd.testing.assert_frame_equal(out, df)
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "no_such_experiment.csv"), df)
 
