@@ -23,7 +23,7 @@ from samrepro import tasks
 from samrepro.config import ConfigError, require, resolve_device, run_values, validate
 from samrepro.optim import SAM
 from samrepro.records import RunRecord, is_finished
-from samrepro.train import train
+from samrepro.train import CHECKPOINT, load_checkpoint, train
 
 log = logging.getLogger("samrepro")
 CONF_MODULE = "samrepro.conf"
@@ -33,21 +33,42 @@ OmegaConf.register_new_resolver("or_default", lambda value, default: value or de
 def execute(base: DictConfig, runs: Sequence[dict], run_dirs: Sequence[Path], progress: bool = True) -> list[dict]:
     """Runs configurations of ``base`` that differ only in ``runs[i]`` = {opt, lr, rho, seed}, as one
     batch: the task is built once with one parameter slice per configuration, the optimizer gets
-    per-slice η, ρ and normalization, and each configuration gets its own run folder.
+    per-slice η, ρ and normalization, and each configuration gets its own run folder. A task that
+    cannot batch (``config_dim = False``) is built once and runs the configurations one after another.
+
+    Optional keys of ``base`` (absent from the default config): ``until`` (metric → threshold at which
+    a run stops), ``checkpoint_every`` (steps; a run folder holding a checkpoint resumes from it), and
+    ``epoch_units: true`` (``steps``, ``log_every`` and ``checkpoint_every`` count epochs of the task).
     """
     device = resolve_device(base.device)
     task = tasks.build(base.task, len(runs), device)
-    require(task.config_dim or len(runs) == 1, "task", base.task.name, "runs one configuration at a time")
-    seeds = [r["seed"] for r in runs]
-    try:
-        optimizer = SAM(task.init_params(seeds), [r["opt"] for r in runs], [r["lr"] for r in runs],
-                        [r["rho"] for r in runs], config_dim=task.config_dim, momentum=base.opt.momentum,
-                        weight_decay=base.opt.weight_decay, eps=base.opt.eps)
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
-    records = [RunRecord(d, {"task": base.task.name, **r}, task.metric_names) for d, r in zip(run_dirs, runs)]
-    return train(task, optimizer, records, steps=base.steps, log_every=base.log_every,
-                 loss_ceiling=base.loss_ceiling, seeds=seeds, progress=progress)
+    unit = task.steps_per_epoch if base.get("epoch_units") else 1
+    until = dict(base.get("until") or {})
+    unknown = [k for k in until if k not in task.metric_names]
+    require(not unknown, "until", unknown, f"unknown metric; allowed: {', '.join(task.metric_names)}")
+    checkpoint_every = base.get("checkpoint_every", 0) * unit
+    require(not checkpoint_every or not task.config_dim, "checkpoint_every", base.get("checkpoint_every"),
+            "needs a task that runs one configuration at a time")
+    groups = [range(len(runs))] if task.config_dim else [[i] for i in range(len(runs))]
+    summaries = []
+    for group in groups:
+        seeds = [runs[i]["seed"] for i in group]
+        try:
+            optimizer = SAM(task.init_params(seeds), [runs[i]["opt"] for i in group], [runs[i]["lr"] for i in group],
+                            [runs[i]["rho"] for i in group], config_dim=task.config_dim,
+                            momentum=base.opt.momentum, weight_decay=base.opt.weight_decay, eps=base.opt.eps)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        start = 0
+        if checkpoint_every and (Path(run_dirs[group[0]]) / CHECKPOINT).exists():
+            start = load_checkpoint(run_dirs[group[0]], task, optimizer)
+            log.info("resumed from step %d: %s", start, run_dirs[group[0]])
+        records = [RunRecord(run_dirs[i], {"task": base.task.name, **runs[i]}, task.metric_names, resume_step=start)
+                   for i in group]
+        summaries += train(task, optimizer, records, steps=base.steps * unit, log_every=base.log_every * unit,
+                           loss_ceiling=base.loss_ceiling, seeds=seeds, progress=progress, until=until,
+                           checkpoint_every=checkpoint_every, start_step=start)
+    return summaries
 
 
 def fail(message: str) -> None:
@@ -63,7 +84,12 @@ def run(cfg: DictConfig) -> None:
         return
     try:
         validate(cfg)
-        summary = execute(cfg, [run_values(cfg)], [run_dir], progress=cfg.progress)[0]
+        if cfg.get("stage"):
+            from samrepro.stages import run_stage
+
+            summary = run_stage(cfg, run_dir)
+        else:
+            summary = execute(cfg, [run_values(cfg)], [run_dir], progress=cfg.progress)[0]
     except ConfigError as err:
         fail(str(err))
     final = ", ".join(f"{k}={v:.6g}" for k, v in summary["final"].items())
