@@ -49,25 +49,26 @@ def execute(base: DictConfig, runs: Sequence[dict], run_dirs: Sequence[Path], pr
     checkpoint_every = base.get("checkpoint_every", 0) * unit
     require(not checkpoint_every or not task.config_dim, "checkpoint_every", base.get("checkpoint_every"),
             "needs a task that runs one configuration at a time")
-    groups = [range(len(runs))] if task.config_dim else [[i] for i in range(len(runs))]
+    jobs = list(zip(runs, run_dirs, strict=True))
+    groups = [jobs] if task.config_dim else [[job] for job in jobs]
     summaries = []
     for group in groups:
-        seeds = [runs[i]["seed"] for i in group]
+        values = {key: [run[key] for run, _ in group] for key in ("opt", "lr", "rho", "seed")}
         try:
-            optimizer = SAM(task.init_params(seeds), [runs[i]["opt"] for i in group], [runs[i]["lr"] for i in group],
-                            [runs[i]["rho"] for i in group], config_dim=task.config_dim,
-                            momentum=base.opt.momentum, weight_decay=base.opt.weight_decay, eps=base.opt.eps)
+            optimizer = SAM(task.init_params(values["seed"]), values["opt"], values["lr"], values["rho"],
+                            config_dim=task.config_dim, momentum=base.opt.momentum,
+                            weight_decay=base.opt.weight_decay, eps=base.opt.eps)
         except ValueError as err:
             raise ConfigError(str(err)) from err
         start = 0
-        if checkpoint_every and (Path(run_dirs[group[0]]) / CHECKPOINT).exists():
-            start = load_checkpoint(run_dirs[group[0]], task, optimizer)
-            log.info("resumed from step %d: %s", start, run_dirs[group[0]])
-        records = [RunRecord(run_dirs[i], {"task": base.task.name, **runs[i]}, task.metric_names, resume_step=start)
-                   for i in group]
+        if checkpoint_every and (Path(group[0][1]) / CHECKPOINT).exists():
+            start = load_checkpoint(group[0][1], task, optimizer)
+            log.info("resumed from step %d: %s", start, group[0][1])
+        records = [RunRecord(d, {"task": base.task.name, **run}, task.metric_names, resume_step=start)
+                   for run, d in group]
         summaries += train(task, optimizer, records, steps=base.steps * unit, log_every=base.log_every * unit,
-                           loss_ceiling=base.loss_ceiling, seeds=seeds, progress=progress, until=until,
-                           checkpoint_every=checkpoint_every, start_step=start)
+                           loss_ceiling=base.loss_ceiling, seeds=values["seed"], progress=progress,
+                           until=until, checkpoint_every=checkpoint_every, start_step=start)
     return summaries
 
 
@@ -85,7 +86,7 @@ def run(cfg: DictConfig) -> None:
     try:
         validate(cfg)
         if cfg.get("stage"):
-            from samrepro.stages import run_stage
+            from samrepro.stages import run_stage  # stages build on execute (below)
 
             summary = run_stage(cfg, run_dir)
         else:

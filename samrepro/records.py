@@ -63,8 +63,11 @@ class RunRecord:
         self._file = open(self.dir / "metrics.csv", "w", newline="")
         self._csv = csv.writer(self._file, lineterminator="\n")
         self._csv.writerows([self.columns, *kept])
-        self.last: dict[str, float] = {k: float(v) for k, v in zip(self.columns[1:], kept[-1][1:])} if kept else {}
-        self.steps_logged = int(kept[-1][0]) if kept else 0
+        self.last: dict[str, float] = {}
+        self.steps_logged = 0
+        if kept:
+            self.last = {k: float(v) for k, v in zip(self.columns[1:], kept[-1][1:], strict=True)}
+            self.steps_logged = int(kept[-1][0])
 
     def write_row(self, step: int, metrics: dict[str, float]) -> None:
         self._csv.writerow([step, *(repr(float(metrics[k])) for k in self.columns[1:])])

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from samrepro.cli import execute
 from samrepro.config import ConfigError, run_values, validate
 from samrepro.records import is_finished, read_summary, write_json_atomic
 from samrepro.train import CHECKPOINT
@@ -34,8 +35,6 @@ def phase_config(cfg: DictConfig, overrides: DictConfig, init: Path | None) -> D
 
 def run_stage(cfg: DictConfig, run_dir: Path) -> dict:
     """Runs the phases of ``cfg.stage`` in order (skipping finished ones) and saves the final model."""
-    from samrepro.cli import execute
-
     init, phases, steps_done = None, {}, 0
     for name, overrides in cfg.stage.phases.items():
         phase_cfg = phase_config(cfg, overrides, init)
@@ -49,7 +48,8 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict:
             raise ConfigError(
                 f"stage.phases.{name}: ended ({summary['status']} after {summary['steps_done']} steps, "
                 f"{summary['final']}) without reaching until={dict(phase_cfg.get('until') or {})}; "
-                f"raise stage.phases.{name}.steps and run again to continue it")
+                f"raise stage.phases.{name}.steps and run again to continue it"
+            )
         phases[name] = summary
         steps_done += summary["steps_done"]
         init = phase_dir / CHECKPOINT
@@ -58,10 +58,22 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict:
     save_to.parent.mkdir(parents=True, exist_ok=True)
     state = torch.load(init, map_location="cpu", weights_only=True)["task"]["model"]
     tmp = save_to.with_name(save_to.name + ".tmp")
-    torch.save({"model": state, "recipe": OmegaConf.to_container(cfg, resolve=True),
-                "metrics": final, "phases": {k: v["final"] for k, v in phases.items()}}, tmp)
+    torch.save(
+        {
+            "model": state,
+            "recipe": OmegaConf.to_container(cfg, resolve=True),
+            "metrics": final,
+            "phases": {k: v["final"] for k, v in phases.items()},
+        },
+        tmp,
+    )
     os.replace(tmp, save_to)
-    summary = {"status": "completed", "steps_done": steps_done, "final": final, "checkpoint": str(save_to),
-               "phases": phases}
+    summary = {
+        "status": "completed",
+        "steps_done": steps_done,
+        "final": final,
+        "checkpoint": str(save_to),
+        "phases": phases,
+    }
     write_json_atomic(Path(run_dir) / "summary.json", summary)
     return summary

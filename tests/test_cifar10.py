@@ -44,8 +44,10 @@ def task_cfg(root: Path, **overrides):
 
 def run_cfg(root: Path, *overrides: str):
     with initialize_config_module(version_base="1.3", config_module=cli.CONF_MODULE):
-        return compose("config", overrides=["task=cifar10", f"task.data_root={root}", "device=cpu",
-                                             "progress=false", *overrides])
+        return compose(
+            "config",
+            overrides=["task=cifar10", f"task.data_root={root}", "device=cpu", "progress=false", *overrides],
+        )
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -68,8 +70,13 @@ def test_missing_data_is_one_clear_config_error(tmp_path):
 
 
 def test_bad_task_keys_are_rejected(cifar_root):
-    for key, value in [("model", "vgg"), ("norm", "layernorm"), ("loss", "hinge"), ("batch_size", 0),
-                       ("init", "no/such/file.pt")]:
+    for key, value in [
+        ("model", "vgg"),
+        ("norm", "layernorm"),
+        ("loss", "hinge"),
+        ("batch_size", 0),
+        ("init", "no/such/file.pt"),
+    ]:
         with pytest.raises(ConfigError, match=f"task.{key}="):
             tasks.build(task_cfg(cifar_root, **{key: value}), 1, CPU)
 
@@ -96,7 +103,7 @@ def test_augment_is_a_flip_and_a_padded_crop():
     out = augment(x, torch.Generator().manual_seed(0))
     padded = [torch.nn.functional.pad(v, (4,) * 4) for v in (x, x.flip(3))]
     for i in range(6):
-        windows = [p[i, :, dy:dy + 32, dx:dx + 32] for p in padded for dy in range(9) for dx in range(9)]
+        windows = [p[i, :, dy : dy + 32, dx : dx + 32] for p in padded for dy in range(9) for dx in range(9)]
         assert any(torch.equal(out[i], w) for w in windows)
 
 
@@ -106,7 +113,8 @@ def test_resnet18_is_torchvisions_with_a_cifar_stem():
     reference = torchvision.models.resnet18(num_classes=10, norm_layer=group_norm)
     reference.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
     assert {k: v.shape for k, v in ours.state_dict().items()} == {
-        k: v.shape for k, v in reference.state_dict().items()}
+        k: v.shape for k, v in reference.state_dict().items()
+    }
     reference.maxpool = torch.nn.Identity()
     reference.load_state_dict(ours.state_dict())
     x = torch.randn(2, 3, 32, 32)
@@ -138,12 +146,16 @@ def test_loss_at_foreign_tensors_equals_loss_at_own_params(cifar_root):
     clones = [p.detach().clone().requires_grad_() for p in params]
     foreign = task.loss_and_grad(clones, batch)
     assert own[0].shape == (1,) and torch.equal(own[0], foreign[0])
-    assert all(torch.allclose(a, b) for a, b in zip(own[1], foreign[1]))
+    assert all(torch.allclose(a, b) for a, b in zip(own[1], foreign[1], strict=True))
 
 
 def test_full_batch_gradient_accumulated_in_chunks_is_the_full_gradient(cifar_root):
-    chunked = tasks.build(task_cfg(cifar_root, model="fcn_relu", width=16, batch_size=None, chunk_size=70), 1, CPU)
-    whole = tasks.build(task_cfg(cifar_root, model="fcn_relu", width=16, batch_size=None, chunk_size=1000), 1, CPU)
+    chunked = tasks.build(
+        task_cfg(cifar_root, model="fcn_relu", width=16, batch_size=None, chunk_size=70), 1, CPU
+    )
+    whole = tasks.build(
+        task_cfg(cifar_root, model="fcn_relu", width=16, batch_size=None, chunk_size=1000), 1, CPU
+    )
     params = chunked.init_params([0])
     whole.init_params([0])
     batch = next(chunked.batches([0]))
@@ -151,7 +163,7 @@ def test_full_batch_gradient_accumulated_in_chunks_is_the_full_gradient(cifar_ro
     loss_c, grad_c = chunked.loss_and_grad(params, batch)
     loss_w, grad_w = whole.loss_and_grad(params, batch)
     assert torch.allclose(loss_c, loss_w, atol=1e-6)
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grad_c, grad_w))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grad_c, grad_w, strict=True))
 
 
 def test_batchnorm_statistics_come_from_the_unperturbed_pass_only(cifar_root):
@@ -161,8 +173,9 @@ def test_batchnorm_statistics_come_from_the_unperturbed_pass_only(cifar_root):
     task.loss(task.params, batch)  # one forward from the initial model
     after_forward = {k: v.clone() for k, v in task.model.named_buffers()}
     params = task.init_params([0])
-    SAM(params, "sam", 0.1, 0.5).step(lambda p, pert: task.loss(p, batch, pert),
-                                      lambda p, pert: task.loss_and_grad(p, batch, pert))
+    SAM(params, "sam", 0.1, 0.5).step(
+        lambda p, pert: task.loss(p, batch, pert), lambda p, pert: task.loss_and_grad(p, batch, pert)
+    )
     after_sam = dict(task.model.named_buffers())
     assert after_forward.keys() == after_sam.keys() and len(after_sam) == 3 * 20  # 20 BatchNorm layers
     assert all(torch.equal(after_forward[k], after_sam[k]) for k in after_sam)
@@ -171,8 +184,19 @@ def test_batchnorm_statistics_come_from_the_unperturbed_pass_only(cifar_root):
 
 # ---------------------------------------------------------------------------- trainer extensions
 def test_interrupted_run_resumes_to_the_rows_of_an_uninterrupted_one(cifar_root, tmp_path, monkeypatch):
-    args = ["task.model=fcn_relu", "task.width=16", "task.batch_size=64", "task.augment=true", "opt=sam",
-            "opt.momentum=0.9", "lr=0.05", "rho=0.1", "steps=8", "log_every=2", "+checkpoint_every=3"]
+    args = [
+        "task.model=fcn_relu",
+        "task.width=16",
+        "task.batch_size=64",
+        "task.augment=true",
+        "opt=sam",
+        "opt.momentum=0.9",
+        "lr=0.05",
+        "rho=0.1",
+        "steps=8",
+        "log_every=2",
+        "+checkpoint_every=3",
+    ]
     cfg = run_cfg(cifar_root, *args)
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     cli.execute(cfg, [cli.run_values(cfg)], [whole])
@@ -196,11 +220,22 @@ def test_interrupted_run_resumes_to_the_rows_of_an_uninterrupted_one(cifar_root,
 
 
 def test_until_stops_a_run_and_epoch_units_count_epochs(cifar_root, tmp_path):
-    cfg = run_cfg(cifar_root, "task.model=fcn_relu", "task.width=64", "task.batch_size=100", "opt=gd",
-                  "lr=0.05", "steps=200", "+epoch_units=true", "+until.train_acc=1.0")
+    cfg = run_cfg(
+        cifar_root,
+        "task.model=fcn_relu",
+        "task.width=64",
+        "task.batch_size=100",
+        "opt=gd",
+        "lr=0.05",
+        "steps=200",
+        "+epoch_units=true",
+        "+until.train_acc=1.0",
+    )
     summary = cli.execute(cfg, [cli.run_values(cfg)], [tmp_path])[0]
     rows = pd.read_csv(tmp_path / "metrics.csv")
-    assert summary["until_reached"] and rows.train_acc.iloc[-1] == 1.0 and (rows.train_acc.iloc[:-1] < 1).all()
+    assert (
+        summary["until_reached"] and rows.train_acc.iloc[-1] == 1.0 and (rows.train_acc.iloc[:-1] < 1).all()
+    )
     assert summary["steps_done"] < 600 and (rows.step % 3 == 0).all()  # 300 images / 100 = 3 steps an epoch
     with open_dict(cfg):
         cfg.until = {"accuracy": 1.0}
@@ -217,22 +252,41 @@ def run_cli(monkeypatch, *args: str) -> None:
 TINY = ["task.width=4", "task.subset=64", "task.test_subset=20", "device=cpu", "progress=false"]
 
 
-@pytest.mark.parametrize("stage, phases", [
-    ("adversarial_init", ["stage.phases.confusion.task.confusion_copies=1", "stage.phases.confusion.task.batch_size=64",
-                          "stage.phases.clean.task.batch_size=64"]),
-    ("fullbatch_init", ["stage.phases.fullbatch.log_every=5", "stage.phases.fullbatch.checkpoint_every=5"]),
-])
+@pytest.mark.parametrize(
+    "stage, phases",
+    [
+        (
+            "adversarial_init",
+            [
+                "stage.phases.confusion.task.confusion_copies=1",
+                "stage.phases.confusion.task.batch_size=64",
+                "stage.phases.clean.task.batch_size=64",
+            ],
+        ),
+        (
+            "fullbatch_init",
+            ["stage.phases.fullbatch.log_every=5", "stage.phases.fullbatch.checkpoint_every=5"],
+        ),
+    ],
+)
 def test_stage_writes_a_checkpoint_at_full_train_accuracy(cifar_root, tmp_path, monkeypatch, stage, phases):
     monkeypatch.chdir(tmp_path)
-    args = ["task=cifar10", f"stage={stage}", f"task.data_root={cifar_root}", *TINY, f"stage.save_to={stage}.pt",
-            *phases]
+    args = [
+        "task=cifar10",
+        f"stage={stage}",
+        f"task.data_root={cifar_root}",
+        *TINY,
+        f"stage.save_to={stage}.pt",
+        *phases,
+    ]
     run_cli(monkeypatch, *args)
     saved = torch.load(tmp_path / f"{stage}.pt", weights_only=True)
     assert saved["metrics"]["train_acc"] == 1.0 and saved["recipe"]["stage"]["name"] == stage
     (run_dir,) = [p.parent for p in tmp_path.glob("runs/cifar10/*/summary.json")]
     phase_rows = {name: pd.read_csv(run_dir / name / "metrics.csv") for name in saved["phases"]}
-    assert list(phase_rows) == list(OmegaConf.load(Path(cli.__file__).parent.parent / "conf" / "stage" /
-                                                   f"{stage}.yaml").phases)
+    assert list(phase_rows) == list(
+        OmegaConf.load(Path(cli.__file__).parent.parent / "conf" / "stage" / f"{stage}.yaml").phases
+    )
     for name, rows in phase_rows.items():  # each phase stops at the first row reaching its threshold
         threshold = 0.9999 if name == "confusion" else 1.0
         assert rows.train_acc.iloc[-1] >= threshold and (rows.train_acc.iloc[:-1] < threshold).all()
@@ -242,7 +296,9 @@ def test_stage_writes_a_checkpoint_at_full_train_accuracy(cifar_root, tmp_path, 
     assert metrics["test_acc"].item() == pytest.approx(saved["metrics"]["test_acc"])
     before = (run_dir / "summary.json").read_text()
     run_cli(monkeypatch, *args)  # a finished stage is skipped
-    assert (run_dir / "summary.json").read_text() == before and read_summary(run_dir)["checkpoint"] == f"{stage}.pt"
+    assert (run_dir / "summary.json").read_text() == before and read_summary(run_dir)[
+        "checkpoint"
+    ] == f"{stage}.pt"
 
 
 # --------------------------------------------------------------------------------------- figures
@@ -267,8 +323,7 @@ def test_gpu_figure_sweeps_run_and_draw_on_the_generated_data(cifar_root, tmp_pa
     assert (tmp_path / "fig3.png").exists() and all(c.passed is not None for c in fig3.claims(df))
 
     torch.save(ResNet18(4).state_dict(), tmp_path / "init.pt")
-    jobs = expand("dai_fig5", [*common, "task.width=4", "task.batch_size=30", "task.init=init.pt",
-                               "steps=1"])
+    jobs = expand("dai_fig5", [*common, "task.width=4", "task.batch_size=30", "task.init=init.pt", "steps=1"])
     df = collect(run_jobs(jobs))
     assert len(df) == 20 and set(df.step) == {0, 2}  # 1 epoch = 60 / 30 = 2 steps
     fig5 = registry()["dai_fig5"]

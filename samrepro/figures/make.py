@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("ids", nargs="*", help=f"figure ids (default: all CPU figures): {', '.join(figures)}")
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--gpu", action="store_true",
-                        help="run the sweeps of the GPU figures (those named, default all) instead of the CPU ones")
+                        help="run the sweeps of the GPU figures (those named, default all), not the CPU ones")
     args = parser.parse_args(argv)
     unknown = [i for i in args.ids if i not in figures]
     if unknown:

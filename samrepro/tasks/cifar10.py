@@ -4,9 +4,11 @@ Models (REFERENCE.md, CIFAR-10):
   resnet18  torchvision's resnet18 as Damian et al. (2021) use it for 32×32 images: 3×3 stride-1 conv1, no
             max-pool, GroupNorm with 32 channels per group (``norm=batchnorm``: Liu et al.'s BatchNorm);
             parameter names as in torchvision. ``width`` = channels of conv1 (64).
-  cnn_tanh  Cohen et al.'s [Conv3×3(3→w) → tanh → MaxPool2] → [Conv3×3(w→w) → tanh → MaxPool2] → Linear(64w, 10), w = 32.
+  cnn_tanh  Cohen et al.'s [Conv3×3(3→w) → tanh → MaxPool2] → [Conv3×3(w→w) → tanh → MaxPool2]
+            → Linear(64w, 10), w = 32.
   fcn_relu  Cohen et al.'s Flatten → Linear(3072, w) → ReLU → Linear(w, w) → ReLU → Linear(w, 10), w = 200.
-Losses: ``ce`` = mean cross-entropy; ``mse`` = Cohen et al.'s squared loss ½‖f(x) − e_y‖² averaged over examples.
+Losses: ``ce`` = mean cross-entropy; ``mse`` = Cohen et al.'s squared loss ½‖f(x) − e_y‖², averaged over
+examples.
 
 Data: torchvision's CIFAR10 reader on any copy in the standard layout (``cifar-10-batches-py/``); the
 first ``subset`` training images; standardized per channel (``standardize=channel``, the usual CIFAR
@@ -72,9 +74,15 @@ class ResNet18(nn.Module):
             planes = width * 2**i
             downsample = None
             if stride != 1 or inplanes != planes:
-                downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), norm_layer(planes))
-            layers.append(nn.Sequential(BasicBlock(inplanes, planes, stride, downsample, norm_layer=norm_layer),
-                                        BasicBlock(planes, planes, norm_layer=norm_layer)))
+                downsample = nn.Sequential(
+                    nn.Conv2d(inplanes, planes, 1, stride, bias=False), norm_layer(planes)
+                )
+            layers.append(
+                nn.Sequential(
+                    BasicBlock(inplanes, planes, stride, downsample, norm_layer=norm_layer),
+                    BasicBlock(planes, planes, norm_layer=norm_layer),
+                )
+            )
             inplanes = planes
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -100,11 +108,24 @@ def make_model(name: str, width: int, norm: str) -> nn.Module:
     if name == "resnet18":
         return ResNet18(width, norm)
     if name == "cnn_tanh":
-        return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2),
-                             nn.Conv2d(width, width, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2),
-                             nn.Flatten(), nn.Linear(64 * width, CLASSES))
-    return nn.Sequential(nn.Flatten(), nn.Linear(3072, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
-                         nn.Linear(width, CLASSES))
+        return nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1),
+            nn.Tanh(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.Tanh(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(64 * width, CLASSES),
+        )
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(3072, width),
+        nn.ReLU(),
+        nn.Linear(width, width),
+        nn.ReLU(),
+        nn.Linear(width, CLASSES),
+    )
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -133,7 +154,8 @@ def load_cifar10(root: Path, download: bool = False) -> tuple[Tensor, Tensor, Te
         raise ConfigError(
             f"task.data_root={root}: no CIFAR-10 at {folder.resolve()} (missing {', '.join(missing)}); "
             "point task.data_root or SAMREPRO_DATA at the folder holding cifar-10-batches-py/, "
-            "or set task.download=true to fetch it (163 MB)")
+            "or set task.download=true to fetch it (163 MB)"
+        )
     try:
         sets = [CIFAR10Files(str(root), train=train, download=download) for train in (True, False)]
     except (OSError, RuntimeError) as err:
@@ -162,7 +184,7 @@ def augment(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
     flip = torch.rand(n, generator=generator, device=x.device) < 0.5
     x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
     padded = F.pad(x, (pad,) * 4)
-    dy, dx = (torch.randint(0, 2 * pad + 1, (2, n), generator=generator, device=x.device))
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, n), generator=generator, device=x.device)
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
     cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
     batch = torch.arange(n, device=x.device)[:, None, None, None]
@@ -177,9 +199,26 @@ class CIFAR10Task(Task):
     config_dim = False
     dtype = torch.float32
 
-    def __init__(self, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, *, model: str,
-                 width: int, norm: str, loss: str, batch_size: int | None, chunk_size: int, augment: bool,
-                 init: str, bf16: bool, compile: bool, lambda_max_batch: int, device: torch.device):
+    def __init__(
+        self,
+        train_x: Tensor,
+        train_y: Tensor,
+        test_x: Tensor,
+        test_y: Tensor,
+        *,
+        model: str,
+        width: int,
+        norm: str,
+        loss: str,
+        batch_size: int | None,
+        chunk_size: int,
+        augment: bool,
+        init: str,
+        bf16: bool,
+        compile: bool,
+        lambda_max_batch: int,
+        device: torch.device,
+    ):
         cuda = device.type == "cuda"
         fmt = torch.channels_last if cuda else torch.contiguous_format
         self.train_x, self.train_y = train_x.to(device, memory_format=fmt), train_y.to(device)
@@ -197,15 +236,20 @@ class CIFAR10Task(Task):
         self.device = device
         self.memory_format = fmt
         self.metric_names = ("train_loss", "train_acc", "test_loss", "test_acc") + (
-            ("lambda_max",) if lambda_max_batch else ())
+            ("lambda_max",) if lambda_max_batch else ()
+        )
 
     # ------------------------------------------------------------ parameters
     def init_params(self, seeds: Sequence[int]) -> list[Tensor]:
         """A fresh model from ``seeds[0]`` (``init=scratch``), or loaded from the checkpoint ``init``."""
         torch.manual_seed(seeds[0])
-        self.model = make_model(self.model_name, self.width, self.norm).to(self.device, memory_format=self.memory_format)
+        self.model = make_model(self.model_name, self.width, self.norm).to(
+            self.device, memory_format=self.memory_format
+        )
         if self.init != "scratch":
-            self.model.load_state_dict(model_state(torch.load(self.init, map_location=self.device, weights_only=True)))
+            self.model.load_state_dict(
+                model_state(torch.load(self.init, map_location=self.device, weights_only=True))
+            )
         self.model.train()
         self.forward = torch.compile(self.model) if self.compile else self.model
         self.names = [name for name, _ in self.model.named_parameters()]
@@ -227,12 +271,12 @@ class CIFAR10Task(Task):
     def outputs(self, params: Sequence[Tensor], x: Tensor, perturbed: bool = False) -> Tensor:
         """The model's logits at ``params`` (its own tensors, or others by functional_call), in float32.
         ``perturbed``: BatchNorm updates scratch copies of its running statistics, not the model's."""
-        own = all(p is q for p, q in zip(params, self.params))
+        own = all(p is q for p, q in zip(params, self.params, strict=True))
         with self._autocast():
             if own and not (perturbed and self.buffers):
                 out = self.forward(x)
             else:
-                tensors = dict(zip(self.names, params))
+                tensors = dict(zip(self.names, params, strict=True))
                 if perturbed and self.buffers:
                     torch._foreach_copy_(list(self._scratch_buffers.values()), list(self.buffers.values()))
                     tensors.update(self._scratch_buffers)
@@ -260,7 +304,7 @@ class CIFAR10Task(Task):
             return super().loss_and_grad(params, batch, perturbed)
         total, grads = None, None
         for start in range(0, n, self.chunk_size):
-            chunk = (x[start:start + self.chunk_size], y[start:start + self.chunk_size])
+            chunk = (x[start : start + self.chunk_size], y[start : start + self.chunk_size])
             loss = self.loss(params, chunk, perturbed) * (len(chunk[1]) / n)
             g = torch.autograd.grad(loss.sum(), params)
             if grads is None:
@@ -285,7 +329,7 @@ class CIFAR10Task(Task):
         while True:
             order = torch.randperm(n, generator=generator, device=self.device)
             for start in range(0, n, self.batch_size):
-                idx = order[start:start + self.batch_size]
+                idx = order[start : start + self.batch_size]
                 x = self.train_x[idx]
                 yield (augment(x, generator) if self.augment else x), self.train_y[idx]
 
@@ -297,8 +341,8 @@ class CIFAR10Task(Task):
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         for start in range(0, len(y), self.chunk_size):
-            out = self.outputs(params, x[start:start + self.chunk_size])
-            yc = y[start:start + self.chunk_size]
+            out = self.outputs(params, x[start : start + self.chunk_size])
+            yc = y[start : start + self.chunk_size]
             loss_sum += self.criterion(out, yc, reduction="sum").sum()
             correct += (out.argmax(1) == yc).sum()
         self.model.train()
@@ -315,13 +359,18 @@ class CIFAR10Task(Task):
     def lambda_max(self, params: Sequence[Tensor], iters: int = 20) -> Tensor:
         """λ_max of the training-loss Hessian on the first ``lambda_max_batch`` training images (a
         fixed batch), by power iteration in float32, in train mode without BatchNorm updates."""
-        batch = (self.train_x[:self.lambda_max_batch], self.train_y[:self.lambda_max_batch])
+        batch = (self.train_x[: self.lambda_max_batch], self.train_y[: self.lambda_max_batch])
         autocast, self.autocast = self.autocast, False
         try:
             with torch.enable_grad():
                 generator = torch.Generator().manual_seed(0)
-                return top_eigenvalue(lambda p: self.loss(p, batch, perturbed=True), params,
-                                      config_dim=False, iters=iters, generator=generator)
+                return top_eigenvalue(
+                    lambda p: self.loss(p, batch, perturbed=True),
+                    params,
+                    config_dim=False,
+                    iters=iters,
+                    generator=generator,
+                )
         finally:
             self.autocast = autocast
 
@@ -340,32 +389,72 @@ def build(cfg: DictConfig, n_configs: int, device: torch.device) -> CIFAR10Task:
     require(cfg.model in MODELS, "task.model", cfg.model, f"allowed: {', '.join(MODELS)}")
     require(cfg.norm in NORMS, "task.norm", cfg.norm, f"allowed: {', '.join(NORMS)}")
     require(cfg.loss in LOSSES, "task.loss", cfg.loss, f"allowed: {', '.join(LOSSES)}")
-    require(cfg.standardize in STANDARDIZE, "task.standardize", cfg.standardize,
-            f"allowed: {', '.join(STANDARDIZE)}")
+    require(
+        cfg.standardize in STANDARDIZE,
+        "task.standardize",
+        cfg.standardize,
+        f"allowed: {', '.join(STANDARDIZE)}",
+    )
     positive = {"subset": True, "test_subset": True, "batch_size": True, "width": True, "chunk_size": False}
     for key, nullable in positive.items():
         value = cfg[key]
-        require((nullable and value is None) or (isinstance(value, int) and value > 0), f"task.{key}", value,
-                "must be an integer > 0" + (" or null" if nullable else ""))
-    require(isinstance(cfg.confusion_copies, int) and cfg.confusion_copies >= 0, "task.confusion_copies",
-            cfg.confusion_copies, "must be an integer >= 0 (0: clean labels)")
-    require(0 <= cfg.confusion_zero_fraction <= 1, "task.confusion_zero_fraction", cfg.confusion_zero_fraction,
-            "must be in [0, 1]")
-    require(isinstance(cfg.lambda_max_batch, int) and cfg.lambda_max_batch >= 0, "task.lambda_max_batch",
-            cfg.lambda_max_batch, "must be an integer >= 0 (0: not measured)")
+        require(
+            (nullable and value is None) or (isinstance(value, int) and value > 0),
+            f"task.{key}",
+            value,
+            "must be an integer > 0" + (" or null" if nullable else ""),
+        )
+    require(
+        isinstance(cfg.confusion_copies, int) and cfg.confusion_copies >= 0,
+        "task.confusion_copies",
+        cfg.confusion_copies,
+        "must be an integer >= 0 (0: clean labels)",
+    )
+    require(
+        0 <= cfg.confusion_zero_fraction <= 1,
+        "task.confusion_zero_fraction",
+        cfg.confusion_zero_fraction,
+        "must be in [0, 1]",
+    )
+    require(
+        isinstance(cfg.lambda_max_batch, int) and cfg.lambda_max_batch >= 0,
+        "task.lambda_max_batch",
+        cfg.lambda_max_batch,
+        "must be an integer >= 0 (0: not measured)",
+    )
     init = str(cfg.init)
-    require(init == "scratch" or Path(init).is_file(), "task.init", init,
-            "allowed: scratch, or the path of an existing checkpoint file (e.g. one written by stage=adversarial_init)")
+    require(
+        init == "scratch" or Path(init).is_file(),
+        "task.init",
+        init,
+        "allowed: scratch, or the path of an existing checkpoint (e.g. written by stage=adversarial_init)",
+    )
     train_x, train_y, test_x, test_y = load_cifar10(data_root(cfg), cfg.download)
     dims = (0,) if cfg.standardize == "pixel" else (0, 2, 3)
     full = train_x.float()
     mean, std = full.mean(dims, keepdim=True), full.std(dims, keepdim=True).clamp_min(1e-6)
-    train_x, train_y = train_x[:cfg.subset], train_y[:cfg.subset]
-    test_x, test_y = test_x[:cfg.test_subset], test_y[:cfg.test_subset]
+    train_x, train_y = train_x[: cfg.subset], train_y[: cfg.subset]
+    test_x, test_y = test_x[: cfg.test_subset], test_y[: cfg.test_subset]
     if cfg.confusion_copies:
         generator = torch.Generator().manual_seed(cfg.data_seed)
-        train_x, train_y = confusion_set(train_x, cfg.confusion_copies, cfg.confusion_zero_fraction, generator)
-    return CIFAR10Task((train_x.float() - mean) / std, train_y, (test_x.float() - mean) / std, test_y,
-                       model=cfg.model, width=cfg.width or DEFAULT_WIDTH[cfg.model], norm=cfg.norm, loss=cfg.loss,
-                       batch_size=cfg.batch_size, chunk_size=cfg.chunk_size, augment=cfg.augment, init=init,
-                       bf16=cfg.bf16, compile=cfg.compile, lambda_max_batch=cfg.lambda_max_batch, device=device)
+        train_x, train_y = confusion_set(
+            train_x, cfg.confusion_copies, cfg.confusion_zero_fraction, generator
+        )
+    return CIFAR10Task(
+        (train_x.float() - mean) / std,
+        train_y,
+        (test_x.float() - mean) / std,
+        test_y,
+        model=cfg.model,
+        width=cfg.width or DEFAULT_WIDTH[cfg.model],
+        norm=cfg.norm,
+        loss=cfg.loss,
+        batch_size=cfg.batch_size,
+        chunk_size=cfg.chunk_size,
+        augment=cfg.augment,
+        init=init,
+        bf16=cfg.bf16,
+        compile=cfg.compile,
+        lambda_max_batch=cfg.lambda_max_batch,
+        device=device,
+    )
