@@ -17,7 +17,7 @@ from omegaconf import OmegaConf, open_dict
 
 from samrepro import cli, tasks
 from samrepro.config import ConfigError
-from samrepro.figures import registry
+from samrepro.figures import make, registry
 from samrepro.optim import SAM
 from samrepro.records import collect, read_summary
 from samrepro.sweep import expand, run_jobs
@@ -182,6 +182,25 @@ def test_batchnorm_statistics_come_from_the_unperturbed_pass_only(cifar_root):
     assert not torch.equal(after_sam["bn1.running_mean"], torch.zeros(4))
 
 
+def test_lambda_max_is_the_top_hessian_eigenvalue(cifar_root):
+    task = tasks.build(
+        task_cfg(cifar_root, model="cnn_tanh", width=1, subset=20, lambda_max_batch=20), 1, CPU
+    )
+    params = task.init_params([0])
+    batch = (task.train_x, task.train_y)
+    sizes = [p.numel() for p in params]
+
+    def flat_loss(flat):
+        parts = [t.view_as(p) for t, p in zip(flat.split(sizes), params, strict=True)]
+        return task.loss(parts, batch, perturbed=True).sum()
+
+    hessian = torch.autograd.functional.hessian(flat_loss, torch.cat([p.detach().flatten() for p in params]))
+    eigenvalues = torch.linalg.eigvalsh(hessian.double())
+    expected = eigenvalues[eigenvalues.abs().argmax()].item()  # power iteration: largest magnitude
+    assert task.lambda_max(params, iters=200).item() == pytest.approx(expected, rel=1e-3)
+    assert set(task.metrics(params)) == {"train_loss", "train_acc", "test_loss", "test_acc", "lambda_max"}
+
+
 # ---------------------------------------------------------------------------- trainer extensions
 def test_interrupted_run_resumes_to_the_rows_of_an_uninterrupted_one(cifar_root, tmp_path, monkeypatch):
     args = [
@@ -306,6 +325,18 @@ def test_gpu_figures_report_not_run_without_results():
     for fig_id in ("dai_fig3", "dai_fig5", "dai_fig8"):
         fig = registry()[fig_id]
         assert fig.gpu and all(c.passed is None for c in fig.claims(pd.DataFrame()))
+
+
+def test_gpu_sweeps_without_data_end_with_one_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SAMREPRO_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(SystemExit) as exit_info:
+        make.main(["--gpu", "dai_fig3", "--results", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert err.startswith(
+        f"samrepro-figs: error: dai_fig3: task.data_root={tmp_path / 'nowhere'}: no CIFAR-10"
+    )
 
 
 def test_gpu_figure_sweeps_run_and_draw_on_the_generated_data(cifar_root, tmp_path, monkeypatch):

@@ -170,12 +170,14 @@ def confusion_set(images: Tensor, copies: int, zero_fraction: float, generator: 
     """Liu et al. (2020): ``copies`` copies of ``images`` (uint8 [N, 3, H, W]), in each a random
     ``zero_fraction`` of the pixel positions set to 0 (all channels), with uniformly random labels."""
     n, _, h, w = images.shape
-    data = images.repeat(copies, 1, 1, 1)
     zeroed = round(zero_fraction * h * w)
-    positions = torch.rand(len(data), h * w, generator=generator).argsort(1)[:, :zeroed]
-    keep = torch.ones(len(data), h * w, dtype=torch.bool).scatter_(1, positions, False)
-    labels = torch.randint(0, CLASSES, (len(data),), generator=generator)
-    return data * keep.view(len(data), 1, h, w), labels
+    data = []
+    for _ in range(copies):  # one copy at a time keeps the random ranks at N × H·W
+        positions = torch.rand(n, h * w, generator=generator).argsort(1)[:, :zeroed]
+        keep = torch.ones(n, h * w, dtype=torch.bool).scatter_(1, positions, False)
+        data.append(images * keep.view(n, 1, h, w))
+    labels = torch.randint(0, CLASSES, (n * copies,), generator=generator)
+    return torch.cat(data), labels
 
 
 def augment(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
