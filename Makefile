@@ -19,6 +19,19 @@ test: $(STAMP)
 figs: $(STAMP)
 	$(BIN)/samrepro-figs
 
+# GPU figures (CUDA + CIFAR-10 in $$SAMREPRO_DATA or ./data): the checkpoints (skipped when done), the sweeps
+# through Hydra (any launcher; finished runs are skipped), then their CSVs, figures and CLAIMS.md.
+figs-gpu: $(STAMP)
+	$(BIN)/samrepro task=cifar10 stage=adversarial_init
+	$(BIN)/samrepro task=cifar10 stage=fullbatch_init
+	$(BIN)/samrepro -m experiment=dai_fig3
+	$(BIN)/samrepro -m experiment=dai_fig5
+	$(BIN)/samrepro -m experiment=dai_fig8
+	$(BIN)/samrepro-figs --gpu
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_step.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 

@@ -26,7 +26,7 @@ from samrepro import tasks
 from samrepro.config import ConfigError, require, resolve_device, run_values, validate
 from samrepro.optim import SAM
 from samrepro.records import RunRecord, is_finished
-from samrepro.train import lr_schedule, train
+from samrepro.train import CHECKPOINT, load_checkpoint, lr_schedule, train
 
 log = logging.getLogger("samrepro")
 CONF_MODULE = "samrepro.conf"
@@ -37,29 +37,55 @@ def execute(base: DictConfig, runs: Sequence[dict], run_dirs: Sequence[Path], pr
             threads: int | None = None) -> list[dict]:
     """Runs configurations of ``base`` that differ only in ``runs[i]`` = {opt, lr, rho, seed}, as one
     batch: the task is built once with one parameter slice per configuration, the optimizer gets
-    per-slice η, ρ and normalization, and each configuration gets its own run folder. ``threads``:
-    torch's CPU threads during the run (None: unchanged).
+    per-slice η, ρ and normalization, and each configuration gets its own run folder. A task that
+    cannot batch (``config_dim = False``) is built once and runs the configurations one after another.
+    ``threads``: torch's CPU threads during the run (None: unchanged).
+
+    Optional keys of ``base`` (absent from the default config): ``until`` (metric → threshold at which
+    a run stops), ``checkpoint_every`` (steps; a run folder holding a checkpoint resumes from it), and
+    ``epoch_units: true`` (``steps``, ``log_every`` and ``checkpoint_every`` count epochs of the task).
     """
     device = resolve_device(base.device)
     task = tasks.build(base.task, len(runs), device)
-    require(task.config_dim or len(runs) == 1, "task", base.task.name, "runs one configuration at a time")
-    seeds = [r["seed"] for r in runs]
-    try:
-        optimizer = SAM(task.init_params(seeds), [r["opt"] for r in runs], [r["lr"] for r in runs],
-                        [r["rho"] for r in runs], config_dim=task.config_dim, momentum=base.opt.momentum,
-                        weight_decay=base.opt.weight_decay, eps=base.opt.eps)
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
-    records = [RunRecord(d, {"task": base.task.name, **r}, task.metric_names) for d, r in zip(run_dirs, runs)]
+    unit = task.steps_per_epoch if base.get("epoch_units") else 1
+    until = dict(base.get("until") or {})
+    unknown = [k for k in until if k not in task.metric_names]
+    require(not unknown, "until", unknown, f"unknown metric; allowed: {', '.join(task.metric_names)}")
+    checkpoint_every = base.get("checkpoint_every", 0) * unit
+    require(not checkpoint_every or not task.config_dim, "checkpoint_every", base.get("checkpoint_every"),
+            "needs a task that runs one configuration at a time")
+    jobs = list(zip(runs, run_dirs, strict=True))
+    groups = [jobs] if task.config_dim else [[job] for job in jobs]
+    lr_factor = lr_schedule(base.lr_schedule.name, base.lr_schedule.final_ratio, base.steps * unit)
     default_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        return train(task, optimizer, records, steps=base.steps, log_every=base.log_every,
-                     loss_ceiling=base.loss_ceiling, seeds=seeds, progress=progress,
-                     lr_factor=lr_schedule(base.lr_schedule.name, base.lr_schedule.final_ratio, base.steps))
+        return [summary for group in groups for summary in _run_group(
+            base, task, group, unit, until, checkpoint_every, lr_factor, progress)]
     finally:
         torch.set_num_threads(default_threads)
+
+
+def _run_group(base: DictConfig, task: tasks.Task, group: Sequence[tuple[dict, Path]], unit: int,
+               until: dict, checkpoint_every: int, lr_factor, progress: bool) -> list[dict]:
+    """One batch of ``execute``: the optimizer, the run folders (resuming from a checkpoint), the trainer."""
+    values = {key: [run[key] for run, _ in group] for key in ("opt", "lr", "rho", "seed")}
+    try:
+        optimizer = SAM(task.init_params(values["seed"]), values["opt"], values["lr"], values["rho"],
+                        config_dim=task.config_dim, momentum=base.opt.momentum,
+                        weight_decay=base.opt.weight_decay, eps=base.opt.eps)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    start = 0
+    if checkpoint_every and (Path(group[0][1]) / CHECKPOINT).exists():
+        start = load_checkpoint(group[0][1], task, optimizer)
+        log.info("resumed from step %d: %s", start, group[0][1])
+    records = [RunRecord(d, {"task": base.task.name, **run}, task.metric_names, resume_step=start)
+               for run, d in group]
+    return train(task, optimizer, records, steps=base.steps * unit, log_every=base.log_every * unit,
+                 loss_ceiling=base.loss_ceiling, seeds=values["seed"], progress=progress, lr_factor=lr_factor,
+                 until=until, checkpoint_every=checkpoint_every, start_step=start)
 
 
 def fail(message: str) -> None:
@@ -91,8 +117,13 @@ def run(cfg: DictConfig) -> None:
         return
     try:
         validate(cfg)
-        summary = execute(cfg, [run_values(cfg)], [run_dir], progress=cfg.progress,
-                          threads=thread_share(cfg.threads, hydra_cfg.launcher))[0]
+        if cfg.get("stage"):
+            from samrepro.stages import run_stage  # stages build on execute (below)
+
+            summary = run_stage(cfg, run_dir)
+        else:
+            summary = execute(cfg, [run_values(cfg)], [run_dir], progress=cfg.progress,
+                              threads=thread_share(cfg.threads, hydra_cfg.launcher))[0]
     except ConfigError as err:
         if not (run_dir / "metrics.csv").exists():  # only Hydra's own files: not a result, remove them
             shutil.rmtree(run_dir, ignore_errors=True)

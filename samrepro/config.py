@@ -50,6 +50,14 @@ def validate(cfg: DictConfig) -> None:
     ratio = schedule.final_ratio
     require(isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and ratio > 0,
             "lr_schedule.final_ratio", ratio, "must be a number > 0")
+    every = cfg.get("checkpoint_every", 0)
+    require(isinstance(every, int) and every >= 0, "checkpoint_every", every, "must be an integer >= 0")
+    require(isinstance(cfg.get("epoch_units", False), bool), "epoch_units", cfg.get("epoch_units"),
+            "must be true or false")
+    until = cfg.get("until")
+    require(until is None or (isinstance(until, DictConfig) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in until.values())), "until", until,
+        "must map metric names to numbers, e.g. +until.train_acc=1.0")
     resolve_device(cfg.device)
 
 

@@ -113,6 +113,18 @@ class SAM:
         self._momentum_buf = [torch.zeros_like(p) for p in self.params] if momentum else []
         self._at_ascent_point = False
 
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """What a resumed run needs: the parameters and the momentum buffers."""
+        return {"params": [p.detach().clone() for p in self.params],
+                "momentum_buf": [b.clone() for b in self._momentum_buf]}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        torch._foreach_copy_(self.params, state["params"])
+        if self._momentum_buf:
+            torch._foreach_copy_(self._momentum_buf, state["momentum_buf"])
+
     # ------------------------------------------------------------------ helpers
     def _per_param(self, v: Tensor) -> list[Tensor]:
         return [v.view(s) for s in self._view_shapes]

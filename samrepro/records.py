@@ -47,17 +47,27 @@ class RunRecord:
     ``.hydra/config.yaml``, written by Hydra (CLI) or by ``samrepro.sweep`` (batched sweeps).
     """
 
-    def __init__(self, run_dir: Path, identity: dict, metric_names: Sequence[str]):
+    def __init__(self, run_dir: Path, identity: dict, metric_names: Sequence[str], resume_step: int = 0):
+        """``resume_step`` > 0 continues a run resumed from a checkpoint of that step: the rows
+        logged up to it are kept, later ones dropped."""
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "summary.json").unlink(missing_ok=True)
         self.identity = identity
         self.columns = ("step", *metric_names)
+        kept = []
+        if resume_step:
+            with open(self.dir / "metrics.csv", newline="") as f:
+                kept = [row for row in csv.reader(f)][1:]
+            kept = [row for row in kept if int(row[0]) <= resume_step]
         self._file = open(self.dir / "metrics.csv", "w", newline="")
         self._csv = csv.writer(self._file, lineterminator="\n")
-        self._csv.writerow(self.columns)
+        self._csv.writerows([self.columns, *kept])
         self.last: dict[str, float] = {}
         self.steps_logged = 0
+        if kept:
+            self.last = {k: float(v) for k, v in zip(self.columns[1:], kept[-1][1:], strict=True)}
+            self.steps_logged = int(kept[-1][0])
 
     def write_row(self, step: int, metrics: dict[str, float]) -> None:
         self._csv.writerow([step, *(repr(float(metrics[k])) for k in self.columns[1:])])

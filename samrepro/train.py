@@ -1,14 +1,19 @@
 """The one trainer loop: steps the optimizer, logs metrics, detects divergence (DESIGN §3).
 
 It runs C configurations at once when the task batches them (one row stream and one run folder per
-configuration); a configuration that diverges is recorded as such and the others go on.
+configuration); a configuration that diverges is recorded as such and the others go on. Optionally a
+configuration stops once its metrics reach thresholds (``until``), and a one-configuration run saves
+checkpoints it can resume from (``checkpoint_every``, ``start_step``).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -37,6 +42,25 @@ def lr_schedule(name: str, final_ratio: float, steps: int) -> Callable[[int], fl
     return lambda t: math.exp(log_ratio * t)
 
 
+CHECKPOINT = "checkpoint.pt"
+
+
+def save_checkpoint(run_dir: Path, step: int, task: Task, optimizer: SAM) -> None:
+    """The trainer's state after ``step`` steps, written atomically to ``<run_dir>/checkpoint.pt``."""
+    path = Path(run_dir) / CHECKPOINT
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "task": task.state_dict()}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(run_dir: Path, task: Task, optimizer: SAM) -> int:
+    """Restores the state saved by :func:`save_checkpoint`; returns its step."""
+    state = torch.load(Path(run_dir) / CHECKPOINT, map_location=optimizer.params[0].device, weights_only=True)
+    task.load_state_dict(state["task"])
+    optimizer.load_state_dict(state["optimizer"])
+    return state["step"]
+
+
 def train(
     task: Task,
     optimizer: SAM,
@@ -48,6 +72,9 @@ def train(
     seeds: Sequence[int],
     progress: bool = True,
     lr_factor: Callable[[int], float] | None = None,
+    until: Mapping[str, float] | None = None,
+    checkpoint_every: int = 0,
+    start_step: int = 0,
 ) -> list[dict]:
     """Runs ``steps`` updates; logs rows at step 0, every ``log_every`` steps and at the end.
 
@@ -58,7 +85,16 @@ def train(
     configurations ``interrupted`` and re-raises. With ``lr_factor`` (see ``lr_schedule``), step t uses
     η_t = lr_factor(t)·η: ``optimizer.lr`` is rewritten in place from ``optimizer.base_lr`` (one device
     op with a Python float, no host sync).
+
+    ``until`` (metric → threshold): a configuration also ends, ``completed`` with ``until_reached``,
+    at the first logged row in which every named metric is ≥ its threshold.
+    ``checkpoint_every`` > 0 (one configuration): the state (step, optimizer, task) is saved to
+    ``<run dir>/checkpoint.pt`` every that many steps and when the run completes. ``start_step`` > 0
+    continues a run from such a checkpoint (restored by :func:`load_checkpoint`): the batches of the
+    steps done are drawn and skipped, so a deterministic batch stream continues where it stopped.
     """
+    if checkpoint_every and len(records) != 1:
+        raise ValueError("checkpoints need a run with one configuration")
     params = optimizer.params
     n = len(records)
     device = params[0].device
@@ -81,13 +117,19 @@ def train(
                        diverged_at=div[c] if div[c] >= 0 else step)
             else:
                 records[c].write_row(step, {k: v[c] for k, v in values.items()})
+                if until and all(values[k][c] >= v for k, v in until.items()):
+                    running.remove(c)
+                    if checkpoint_every:
+                        save_checkpoint(records[c].dir, step, task, optimizer)
+                    finish(c, "completed", step, until_reached=True)
 
-    batches = task.batches(seeds)
-    step = 0
-    with logging_redirect_tqdm(), tqdm(total=steps, disable=not progress, mininterval=0.5,
+    batches = itertools.islice(task.batches(seeds), start_step, None)
+    step = start_step
+    with logging_redirect_tqdm(), tqdm(total=steps, initial=start_step, disable=not progress, mininterval=0.5,
                                        dynamic_ncols=True, leave=False) as bar:
         try:
-            log(0)
+            if step == 0:
+                log(0)
             while step < steps and running:
                 batch = next(batches)
                 if lr_factor is not None:
@@ -100,10 +142,12 @@ def train(
                 bar.update()
                 if step % log_every == 0 or step == steps:
                     log(step)
+                if checkpoint_every and running and (step % checkpoint_every == 0 or step == steps):
+                    save_checkpoint(records[0].dir, step, task, optimizer)
         except KeyboardInterrupt:
             for c in running:
                 finish(c, "interrupted", records[c].steps_logged)
             raise
     for c in running:
-        finish(c, "completed", step)
+        finish(c, "completed", step, **({"until_reached": False} if until else {}))
     return summaries

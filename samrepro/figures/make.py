@@ -1,5 +1,6 @@
 """``make figs``: run every CPU figure's sweep (finished runs are skipped), write results/<id>.csv,
-results/figures/<id>.png|pdf, and rewrite results/CLAIMS.md from all committed CSVs."""
+results/figures/<id>.png|pdf, and rewrite results/CLAIMS.md from all committed CSVs. ``--gpu`` (``make
+figs-gpu``) does the same for the GPU figures (CIFAR-10), whose sweeps need CUDA and the dataset."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
+from samrepro.config import ConfigError
 from samrepro.figures import Claim, Figure, registry
 from samrepro.records import collect
 from samrepro.sweep import expand, run_jobs
@@ -70,18 +72,23 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="samrepro-figs", description=__doc__)
     parser.add_argument("ids", nargs="*", help=f"figure ids (default: all CPU figures): {', '.join(figures)}")
     parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--gpu", action="store_true",
+                        help="run the sweeps of the GPU figures (those named, default all), not the CPU ones")
     args = parser.parse_args(argv)
     unknown = [i for i in args.ids if i not in figures]
     if unknown:
         parser.exit(2, f"samrepro-figs: error: unknown figure id {unknown[0]}; allowed: {', '.join(figures)}\n")
     (args.results / "figures").mkdir(parents=True, exist_ok=True)
-    selected = args.ids or [i for i, f in figures.items() if not f.gpu]
+    selected = args.ids or [i for i, f in figures.items() if f.gpu == args.gpu]
     rows = []
     for fig_id, fig in figures.items():
         csv = args.results / f"{fig_id}.csv"
-        if fig_id in selected and not fig.gpu:
+        if fig_id in selected and fig.gpu == args.gpu:
             start = time.perf_counter()
-            df = produce(fig, csv)
+            try:
+                df = produce(fig, csv)
+            except ConfigError as err:
+                parser.exit(2, f"samrepro-figs: error: {fig_id}: {err}\n")
             print(f"{fig_id}: {len(df)} rows in {time.perf_counter() - start:.1f} s")
         elif csv.exists():
             df = pd.read_csv(csv)

@@ -29,6 +29,7 @@ class Task:
 
     config_dim = True
     dtype = torch.float64
+    steps_per_epoch = 1  # steps of one pass over the training data (full-batch tasks: 1)
 
     def init_params(self, seeds: Sequence[int]) -> list[Tensor]:
         """Initial parameters for one configuration per seed (leaf tensors, requires_grad)."""
@@ -51,6 +52,14 @@ class Task:
     def metrics(self, params: Sequence[Tensor]) -> dict[str, Tensor]:
         """Cheap per-configuration metrics (name → shape [C]) on a fixed evaluation set."""
         raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """State outside the optimized parameters that a checkpoint must keep (e.g. BatchNorm
+        running statistics); none by default."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restores :meth:`state_dict`."""
 
 
 def build(cfg: DictConfig, n_configs: int, device: torch.device) -> Task:

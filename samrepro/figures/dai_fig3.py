@@ -1,0 +1,118 @@
+"""Dai et al. Fig. 3 (§2.3): early-stage training loss of GD, SAM and USAM with several ρ at η = 0.025,
+for a CNN with tanh and an FCN with ReLU on the first 5,000 CIFAR-10 training images (full batch).
+
+Claim: as for the quadratic (Thm 1) and the scalar factorization (Thm 2), SAM's stability is not
+sensitive to ρ while USAM diverges easily. GD is the ρ = 0 run (SAM and USAM with ρ = 0 are GD).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from samrepro.figures import Claim, Figure, final_rows, save
+
+MODELS = {"cnn_tanh": "CNN-tanh", "fcn_relu": "FCN-ReLU"}
+
+
+def unstable(final: pd.DataFrame, first: pd.DataFrame) -> pd.Series:
+    """Per run (indexed by run): diverged, or its final training loss above its initial one."""
+    start = first.set_index("run").train_loss
+    end = final.set_index("run")
+    return (end.status == "diverged") | (end.train_loss > start.reindex(end.index))
+
+
+def draw(df: pd.DataFrame, stem: Path) -> None:
+    rhos = sorted(r for r in df.rho.unique() if r > 0)
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(1, len(MODELS), figsize=(11, 4.2), squeeze=False)
+    for ax, (model, label) in zip(axes[0], MODELS.items(), strict=True):
+        runs = df[df["task.model"] == model]
+        gd = runs[(runs.rho == 0) & (runs["opt.name"] == "sam")]
+        ax.plot(gd.step, gd.train_loss, color="k", lw=1.5, label="GD")
+        for (opt, rho), run in runs[runs.rho > 0].groupby(["opt.name", "rho"]):
+            color = cmap(rhos.index(rho) / max(1, len(rhos) - 1))
+            ax.plot(
+                run.step,
+                run.train_loss,
+                color=color,
+                ls="-" if opt == "sam" else "--",
+                label=f"{opt.upper()} ρ={rho:g}",
+            )
+            if run.status.iloc[0] == "diverged":
+                ax.plot(run.step.iloc[-1], run.train_loss.iloc[-1], "x", color=color, ms=8)
+        ax.set(yscale="log", xlabel="step (full batch)", ylabel="training loss", title=label)
+        ax.legend(fontsize=7, ncol=2)
+    fig.suptitle(
+        r"Dai et al. Fig. 3: early training, $\eta$ = "
+        f"{df.lr.iloc[0]:g} — SAM stable for every ρ, USAM diverges (× = diverged)"
+    )
+    save(fig, stem)
+
+
+def claims(df: pd.DataFrame) -> list[Claim]:
+    out = []
+    for model, label in MODELS.items():
+        runs = df[df["task.model"] == model] if not df.empty else df
+        if runs.empty:
+            out += [
+                Claim(
+                    f"SAM stable for every ρ ({label})",
+                    "no SAM run diverges; loss decreases",
+                    "not run",
+                    "exact",
+                    None,
+                    "needs a GPU and CIFAR-10: make figs-gpu",
+                ),
+                Claim(
+                    f"USAM diverges easily ({label})",
+                    "USAM unstable at a ρ where SAM is stable",
+                    "not run",
+                    "exact",
+                    None,
+                    "needs a GPU and CIFAR-10: make figs-gpu",
+                ),
+            ]
+            continue
+        final, first = final_rows(runs), runs.loc[runs.groupby("run")["step"].idxmin()]
+        bad = unstable(final, first)
+        final = final.set_index("run").assign(unstable=bad)
+        sam = final[(final["opt.name"] == "sam") & (final.rho > 0)]
+        usam = final[(final["opt.name"] == "usam") & (final.rho > 0)]
+        sam_bad = sorted(sam.rho[sam.unstable])
+        out.append(
+            Claim(
+                f"SAM stable for every ρ ({label})",
+                "no SAM run diverges; final loss < initial loss",
+                f"{len(sam_bad)}/{len(sam)} SAM runs unstable" + (f" (ρ = {sam_bad})" if sam_bad else ""),
+                "exact",
+                not sam_bad,
+            )
+        )
+        usam_bad = sorted(usam.rho[usam.unstable])
+        contrast = [r for r in usam_bad if r not in sam_bad]
+        out.append(
+            Claim(
+                f"USAM diverges easily ({label})",
+                "USAM unstable at a ρ where SAM is stable",
+                f"USAM unstable at ρ = {usam_bad or 'none'} of {sorted(usam.rho)}",
+                "at least one ρ",
+                bool(contrast),
+            )
+        )
+    return out
+
+
+FIGURE = Figure(
+    "dai_fig3",
+    "CIFAR-10 early training: CNN-tanh and FCN-ReLU, GD/SAM/USAM",
+    draw,
+    claims,
+    gpu=True,
+    notes="Cohen et al.'s setup, which Dai et al. build on: first 5,000 training images, per-pixel "
+    "standardized, squared loss ½‖f(x) − e_y‖² averaged over examples, full batch, η = 0.025, "
+    "300 steps. ρ ∈ {0.01, 0.05, 0.1, 0.5} is our choice (the paper does not list its ρ values). "
+    "A run counts as unstable when it diverges or its final loss exceeds its initial loss.",
+)

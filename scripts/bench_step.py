@@ -1,0 +1,166 @@
+"""Time one SGD step and one SAM step, ours and pytorch-optimizer's, in one run (DESIGN §7).
+
+    python scripts/bench_step.py [--device auto|cpu|cuda] [--batch 128] [--steps 30] [--warmup 5]
+                                 [--models resnet18 fcn_relu] [--compile]
+
+For each model (CIFAR-10 shapes, random data on the device; the step does not depend on the values) it
+reports ms per step and images/s of
+  * our GD step (``samrepro.optim.SAM`` with opt=gd) and our SAM step (opt=sam, ρ = 0.05), both through
+    the cifar10 task's ``loss_and_grad`` as the trainer calls them;
+  * torch.optim.SGD and pytorch-optimizer's SAM (``first_step``/``second_step`` around two backward
+    passes) on the same model, the same forward (bf16 autocast and channels_last on CUDA);
+and the ratio SAM / (2 × SGD) for both (the floor is 1.0: a SAM step is two forward-backward passes).
+Timing: ``--warmup`` untimed steps, then ``--steps`` steps between two device synchronizations
+(CUDA events on a GPU); the median of ``--repeats`` such blocks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+
+import torch
+
+from samrepro.config import resolve_device
+from samrepro.optim import SAM
+from samrepro.tasks.cifar10 import DEFAULT_WIDTH, CIFAR10Task
+
+LR, RHO = 0.01, 0.05
+
+
+def seconds_per_step(
+    step: Callable[[], object], device: torch.device, steps: int, warmup: int, repeats: int
+) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            for _ in range(steps):
+                step()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1000 / steps)
+        else:
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            times.append((time.perf_counter() - start) / steps)
+    return statistics.median(times)
+
+
+def make_task(model: str, batch: int, device: torch.device, compile: bool) -> CIFAR10Task:
+    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    return CIFAR10Task(
+        x,
+        y,
+        x,
+        y,
+        model=model,
+        width=DEFAULT_WIDTH[model],
+        norm="groupnorm",
+        loss="ce",
+        batch_size=batch,
+        chunk_size=batch,
+        augment=False,
+        init="scratch",
+        bf16=True,
+        compile=compile,
+        lambda_max_batch=0,
+        device=device,
+    )
+
+
+def ours(task: CIFAR10Task, rule: str) -> Callable[[], object]:
+    optimizer = SAM(task.init_params([0]), rule, LR, RHO)
+    batch = (task.train_x, task.train_y)
+    return lambda: optimizer.step(
+        lambda p, perturbed: task.loss(p, batch, perturbed),
+        lambda p, perturbed: task.loss_and_grad(p, batch, perturbed),
+    )
+
+
+def peer(task: CIFAR10Task, sam: bool) -> Callable[[], object]:
+    """torch.optim.SGD, or pytorch-optimizer's SAM with SGD as its base optimizer, on the task's model."""
+    params = task.init_params([0])
+    x, y = task.train_x, task.train_y
+
+    def backward() -> None:
+        task.loss(params, (x, y)).sum().backward()
+
+    if not sam:
+        sgd = torch.optim.SGD(params, lr=LR)
+
+        def sgd_step() -> None:
+            backward()
+            sgd.step()
+            sgd.zero_grad()
+
+        return sgd_step
+    from pytorch_optimizer import SAM as PeerSAM
+
+    optimizer = PeerSAM(params, torch.optim.SGD, rho=RHO, lr=LR)
+
+    def sam_step() -> None:
+        backward()
+        optimizer.first_step(zero_grad=True)
+        backward()
+        optimizer.second_step(zero_grad=True)
+
+    return sam_step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models", nargs="+", default=["resnet18", "fcn_relu"], choices=list(DEFAULT_WIDTH))
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    try:
+        import pytorch_optimizer  # noqa: F401
+
+        have_peer = True
+    except ImportError:
+        have_peer = False
+        print("pytorch-optimizer is not installed: its SAM is skipped (pip install pytorch-optimizer)")
+    name = (
+        torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"device: {name}; batch {args.batch}; {args.steps} timed steps × {args.repeats} after {args.warmup} "
+        f"warm-up; {'bf16 autocast, channels_last' if device.type == 'cuda' else 'float32'}"
+        f"{', torch.compile' if args.compile else ''}"
+    )
+    print(f"{'model':<9} {'optimizer':<34} {'ms/step':>9} {'images/s':>10} {'SAM/(2×SGD)':>12}")
+    for model in args.models:
+        task = make_task(model, args.batch, device, args.compile)
+        # each step function gets a fresh model (built when it is timed), so that it runs on its own tensors
+        pairs = [("samrepro", partial(ours, task, "gd"), partial(ours, task, "sam"))]
+        if have_peer:
+            pairs.append(("pytorch-optimizer", partial(peer, task, sam=False), partial(peer, task, sam=True)))
+        for label, make_sgd, make_sam in pairs:
+            t_sgd = seconds_per_step(make_sgd(), device, args.steps, args.warmup, args.repeats)
+            t_sam = seconds_per_step(make_sam(), device, args.steps, args.warmup, args.repeats)
+            base = "GD step" if label == "samrepro" else "torch.optim.SGD"
+            print(f"{model:<9} {label + ' ' + base:<34} {1e3 * t_sgd:9.2f} {args.batch / t_sgd:10.0f}")
+            print(
+                f"{model:<9} {label + ' SAM':<34} {1e3 * t_sam:9.2f} {args.batch / t_sam:10.0f} "
+                f"{t_sam / (2 * t_sgd):12.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
