@@ -137,7 +137,7 @@ class SAM:
 
     def _ascent_scale(self, grads: Sequence[Tensor]) -> Tensor:
         """The factor s with perturbation e = s·g: ρ/(‖g‖+ε) for SAM, ρ for USAM, 0 for GD."""
-        denom = torch.where(self.normalize, self.grad_norm(grads) + self.eps, torch.ones_like(self.rho))
+        denom = torch.where(self.normalize, self.grad_norm(grads) + self.eps, 1.0)
         return self.rho / denom
 
     # ------------------------------------------------------------------ the two halves

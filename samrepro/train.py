@@ -107,7 +107,7 @@ def train(
         summaries[c] = records[c].finish(status, steps_done, time.perf_counter() - start, **extra)
 
     def log(step: int) -> None:
-        values = {k: v.tolist() for k, v in task.metrics(params).items()}
+        values = {k: v.tolist() for k, v in task.metrics(params, step).items()}
         bad_params = (~_finite_per_config(params, task.config_dim)).tolist()
         div = diverged_at.tolist()
         for c in list(running):

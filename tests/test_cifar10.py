@@ -221,11 +221,11 @@ def test_interrupted_run_resumes_to_the_rows_of_an_uninterrupted_one(cifar_root,
     cli.execute(cfg, [cli.run_values(cfg)], [whole])
     metrics, calls = CIFAR10Task.metrics, []
 
-    def interrupt_at_step_4(self, params):
+    def interrupt_at_step_4(self, params, step=0):
         calls.append(1)
         if len(calls) == 3:  # rows of steps 0 and 2 are written, the checkpoint of step 3 too
             raise KeyboardInterrupt
-        return metrics(self, params)
+        return metrics(self, params, step)
 
     monkeypatch.setattr(CIFAR10Task, "metrics", interrupt_at_step_4)
     with pytest.raises(KeyboardInterrupt):

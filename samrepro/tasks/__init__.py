@@ -49,8 +49,9 @@ class Task:
         return itertools.repeat(None)
 
     @torch.no_grad()
-    def metrics(self, params: Sequence[Tensor]) -> dict[str, Tensor]:
-        """Cheap per-configuration metrics (name → shape [C]) on a fixed evaluation set."""
+    def metrics(self, params: Sequence[Tensor], step: int = 0) -> dict[str, Tensor]:
+        """Cheap per-configuration metrics (name → shape [C]) on a fixed evaluation set, after
+        ``step`` updates (for measurements taken only every k steps)."""
         raise NotImplementedError
 
     def state_dict(self) -> dict:

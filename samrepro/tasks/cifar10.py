@@ -350,7 +350,7 @@ class CIFAR10Task(Task):
         self.model.train()
         return (loss_sum / len(y)).reshape(1), (correct.double() / len(y)).reshape(1)
 
-    def metrics(self, params: Sequence[Tensor]) -> dict[str, Tensor]:
+    def metrics(self, params: Sequence[Tensor], step: int = 0) -> dict[str, Tensor]:
         train_loss, train_acc = self.evaluate(params, self.train_x, self.train_y)
         test_loss, test_acc = self.evaluate(params, self.test_x, self.test_y)
         out = {"train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc}

@@ -17,8 +17,7 @@ residuals of all configurations are one matmul vec(UUᵀ)[C, d²] @ Aᵀ, and Σ
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from omegaconf import DictConfig
@@ -54,7 +53,6 @@ class MatrixSensing(Task):
         # configuration measures the same λ_max batched or alone.
         self.power_start = torch.randn(d, d, generator=generator, dtype=self.dtype).to(device)
         self.metric_names = ("train_loss", "test_loss") + (("lambda_max",) if sharpness_every else ())
-        self.steps_done = 0
 
     def init_params(self, seeds: Sequence[int]) -> list[Tensor]:
         factors = []
@@ -83,28 +81,17 @@ class MatrixSensing(Task):
         loss = self.coefficient * residuals.square().sum(1)
         return loss, [2 * self.coefficient * (weighted + weighted.mT) @ u]
 
-    def batches(self, seeds: Sequence[int]) -> Iterator[None]:
-        """Full batch (None every step); it counts the steps taken, so that ``metrics`` knows when
-        λ_max is due: after the update that used the k-th batch, ``steps_done`` is k."""
-        self.steps_done = 0
-
-        def full_batches() -> Iterator[None]:
-            for self.steps_done in itertools.count(1):
-                yield None
-
-        return full_batches()
-
     def test_loss(self, u: Tensor) -> Tensor:
         return self.test_scale * (u @ u.mT - self.x_star).square().sum((1, 2))
 
     @torch.no_grad()
-    def metrics(self, params: Sequence[Tensor]) -> dict[str, Tensor]:
+    def metrics(self, params: Sequence[Tensor], step: int = 0) -> dict[str, Tensor]:
         """train_loss, test_loss and (every ``sharpness_every`` steps, NaN at other logged steps)
         λ_max(∇²L) by ``sharpness_iters`` steps of power iteration on Hessian-vector products."""
         (u,) = params
         out = {"train_loss": self.loss(params), "test_loss": self.test_loss(u)}
         if self.sharpness_every:
-            if self.steps_done % self.sharpness_every == 0:
+            if step % self.sharpness_every == 0:
                 with torch.enable_grad():
                     out["lambda_max"] = top_eigenvalue(self.loss, params, config_dim=True,
                                                        iters=self.sharpness_iters,

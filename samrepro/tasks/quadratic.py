@@ -35,7 +35,7 @@ class Quadratic(Task):
         return self.loss(params), [self.eigenvalues * w]
 
     @torch.no_grad()
-    def metrics(self, params: Sequence[Tensor]) -> dict[str, Tensor]:
+    def metrics(self, params: Sequence[Tensor], step: int = 0) -> dict[str, Tensor]:
         (w,) = params
         out = {"loss": self.loss(params), "w_norm": torch.linalg.vector_norm(w, dim=-1)}
         out.update({f"w{i}": w[:, i] for i in range(w.shape[1])})

@@ -51,7 +51,7 @@ class SingleNeuron(Task):
         return self.ell(s), [self.ell_prime(s)[:, None] * xy.flip(-1)]
 
     @torch.no_grad()
-    def metrics(self, params: Sequence[Tensor]) -> dict[str, Tensor]:
+    def metrics(self, params: Sequence[Tensor], step: int = 0) -> dict[str, Tensor]:
         (xy,) = params
         return {"loss": self.loss(params), "x": xy[:, 0], "y": xy[:, 1]}
 

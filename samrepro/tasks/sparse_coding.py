@@ -151,7 +151,7 @@ class SparseCoding(Task):
         return self.scale * F.softplus(-margin).sum(0), [grad_a, grad_b]
 
     @torch.no_grad()
-    def metrics(self, params: Sequence[Tensor]) -> dict[str, Tensor]:
+    def metrics(self, params: Sequence[Tensor], step: int = 0) -> dict[str, Tensor]:
         """Training loss, test accuracy on the held-out set, a±, b, and λ_max(∇²L): off the ReLU
         kinks ∇²L = scale · Σ_k ℓ''(y_k f_k) ∇f_k ∇f_kᵀ with ℓ'' = σ(s)σ(−s) (a 3×3 matrix)."""
         a, b = params

@@ -114,7 +114,7 @@ class Toy4D(Task):
                 yield chunk[:, t]
 
     @torch.no_grad()
-    def metrics(self, params: Sequence[Tensor]) -> dict[str, Tensor]:
+    def metrics(self, params: Sequence[Tensor], step: int = 0) -> dict[str, Tensor]:
         (w,) = params
         f0, f1 = factors(w[:, :2])
         _, (grad,) = self.loss_and_grad(params)
