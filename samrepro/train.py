@@ -104,7 +104,8 @@ def train(
     start = time.perf_counter()
 
     def finish(c: int, status: str, steps_done: int, **extra: object) -> None:
-        summaries[c] = records[c].finish(status, steps_done, time.perf_counter() - start, **extra)
+        summaries[c] = records[c].finish(status, steps_done, time.perf_counter() - start, **extra,
+                                         **task.flags(records[c].last))
 
     def log(step: int) -> None:
         values = {k: v.tolist() for k, v in task.metrics(params, step).items()}

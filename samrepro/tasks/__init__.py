@@ -54,6 +54,11 @@ class Task:
         ``step`` updates (for measurements taken only every k steps)."""
         raise NotImplementedError
 
+    def flags(self, final: dict[str, float]) -> dict[str, object]:
+        """Facts about a finished configuration, from its last logged metrics, that ``summary.json``
+        records beside its status (e.g. sparse coding's ``dead``); none by default."""
+        return {}
+
     def state_dict(self) -> dict:
         """State outside the optimized parameters that a checkpoint must keep (e.g. BatchNorm
         running statistics); none by default."""
