@@ -1,9 +1,14 @@
-"""Validation of a composed run config: one clear line per mistake, before anything is written."""
+"""Validation of a composed run config: one clear line per mistake, before anything is written; and the
+run folder's name (``run_dirname``, a resolver of conf/config.yaml)."""
 
 from __future__ import annotations
 
+import re
+import sys
+from typing import NoReturn
+
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from samrepro.optim import RULES
 
@@ -14,14 +19,28 @@ class ConfigError(ValueError):
     """Bad user input. The message names the key and what is allowed; the CLI prints it as one line."""
 
 
+def fail(message: str) -> NoReturn:
+    """Ends the process as the CLI contract says: one line on stderr, exit code 2."""
+    print(f"samrepro: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+_STEP_CAP = re.compile(r"stage\.phases\.[^.=,]+\.steps=\d+")
+
+
+def run_dirname(override_dirname: str) -> str:
+    """A run folder's name: Hydra's ``job.override_dirname`` without the stage phases' step caps (raising
+    one continues that phase in the same folder), ``defaults`` when nothing is left."""
+    kept = [item for item in override_dirname.split(",") if not _STEP_CAP.fullmatch(item)]
+    return ",".join(kept) or "defaults"
+
+
+OmegaConf.register_new_resolver("run_dirname", run_dirname, replace=True)
+
+
 def require(ok: bool, key: str, value: object, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value}: {allowed}")
-
-
-def run_values(cfg: DictConfig) -> dict:
-    """The keys in which the configurations of one batch may differ (see ``samrepro.sweep``)."""
-    return {"opt": cfg.opt.name, "lr": cfg.lr, "rho": cfg.rho, "seed": cfg.seed}
 
 
 def validate_run(opt: str, lr: float, rho: float, seed: int) -> None:
@@ -35,7 +54,7 @@ def validate_run(opt: str, lr: float, rho: float, seed: int) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Checks the keys every run has (DESIGN §2); tasks check their own keys when built."""
-    validate_run(**run_values(cfg))
+    validate_run(cfg.opt.name, cfg.lr, cfg.rho, cfg.seed)
     require(isinstance(cfg.steps, int) and cfg.steps > 0, "steps", cfg.steps, "must be an integer > 0")
     require(isinstance(cfg.log_every, int) and cfg.log_every > 0, "log_every", cfg.log_every,
             "must be an integer > 0")
@@ -50,11 +69,11 @@ def validate(cfg: DictConfig) -> None:
     ratio = schedule.final_ratio
     require(isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and ratio > 0,
             "lr_schedule.final_ratio", ratio, "must be a number > 0")
-    every = cfg.get("checkpoint_every", 0)
-    require(isinstance(every, int) and every >= 0, "checkpoint_every", every, "must be an integer >= 0")
-    require(isinstance(cfg.get("epoch_units", False), bool), "epoch_units", cfg.get("epoch_units"),
-            "must be true or false")
-    until = cfg.get("until")
+    every = cfg.checkpoint_every
+    require(isinstance(every, int) and not isinstance(every, bool) and every >= 0, "checkpoint_every", every,
+            "must be an integer >= 0")
+    require(isinstance(cfg.epoch_units, bool), "epoch_units", cfg.epoch_units, "must be true or false")
+    until = cfg.until
     require(until is None or (isinstance(until, DictConfig) and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in until.values())), "until", until,
         "must map metric names to numbers, e.g. +until.train_acc=1.0")

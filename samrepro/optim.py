@@ -112,6 +112,9 @@ class SAM:
         self._w = [] if self.ascent_loss else [torch.empty_like(p) for p in self.params]
         self._momentum_buf = [torch.zeros_like(p) for p in self.params] if momentum else []
         self._at_ascent_point = False
+        self.frozen: Tensor | None = None
+        """Batched: a [C] bool tensor; a True slice is left as it is by ``descend`` (the trainer freezes
+        configurations that diverged or finished, so their non-finite steps never spread)."""
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -126,13 +129,15 @@ class SAM:
             torch._foreach_copy_(self._momentum_buf, state["momentum_buf"])
 
     # ------------------------------------------------------------------ helpers
-    def _per_param(self, v: Tensor) -> list[Tensor]:
+    def per_config_views(self, v: Tensor) -> list[Tensor]:
+        """Per-parameter views of a per-configuration vector: [C] -> [C, 1, ..., 1] for each parameter."""
         return [v.view(s) for s in self._view_shapes]
 
     def grad_norm(self, grads: Sequence[Tensor]) -> Tensor:
         """‖g‖: the global L2 norm over all parameters, per configuration when batched."""
-        if self.config_dim:
-            return config_dot(grads, grads, True).sqrt()
+        if self.config_dim:  # √ with derivative 0 at g = 0 (as the unbatched norm), for gd_ascent's double backward
+            square = config_dot(grads, grads, True)
+            return torch.where(square > 0, square, 1.0).sqrt().where(square > 0, 0.0)
         return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(grads))))
 
     def _ascent_scale(self, grads: Sequence[Tensor]) -> Tensor:
@@ -145,7 +150,7 @@ class SAM:
     def ascend(self, grads: Sequence[Tensor]) -> None:
         """Remember w and move to the ascent point w + e(g) (in place)."""
         torch._foreach_copy_(self._w, self.params)
-        torch._foreach_addcmul_(self.params, list(grads), self._per_param(self._ascent_scale(grads)))
+        torch._foreach_addcmul_(self.params, list(grads), self.per_config_views(self._ascent_scale(grads)))
         self._at_ascent_point = True
 
     @torch.no_grad()
@@ -162,7 +167,9 @@ class SAM:
             torch._foreach_mul_(self._momentum_buf, self.momentum)
             torch._foreach_add_(self._momentum_buf, direction)
             direction = self._momentum_buf
-        torch._foreach_addcmul_(self.params, direction, self._per_param(-self.lr))
+        if self.frozen is not None:
+            direction = [torch.where(f, 0.0, d) for f, d in zip(self.per_config_views(self.frozen), direction)]
+        torch._foreach_addcmul_(self.params, direction, self.per_config_views(-self.lr))
 
     # ------------------------------------------------------------------ the whole step
     def step(self, loss_fn: LossFn, grad_fn: GradFn | None = None) -> Tensor:
@@ -192,7 +199,12 @@ class SAM:
         loss = loss_fn(self.params, False)
         grads = torch.autograd.grad(loss.sum(), self.params, create_graph=True)
         scale = self.rho / (self.grad_norm(grads) + self.eps)
-        ascent_point = [p + s * g for p, s, g in zip(self.params, self._per_param(scale), grads)]
-        grads_asc = torch.autograd.grad(loss_fn(ascent_point, True).sum(), self.params)
-        self.descend(grads_asc)
+        ascent_point = [p + s * g for p, s, g in zip(self.params, self.per_config_views(scale), grads)]
+        grads_asc = torch.autograd.grad(loss_fn(ascent_point, True).sum(), [*self.params, *ascent_point],
+                                        allow_unused=True)
+        if all(g is None for g in grads_asc[len(self.params):]):
+            raise ValueError("gd_ascent: loss_fn ignores the parameters it is passed, so its gradient would be "
+                             "GD's; evaluate the model at them, e.g. torch.func.functional_call(model, "
+                             "dict(zip(names, params)), x)")
+        self.descend(grads_asc[:len(self.params)])
         return loss.detach()

@@ -1,82 +1,189 @@
-"""The run folder (DESIGN §3): metrics.csv, summary.json, config.yaml, and collecting run folders.
+"""The run folder (DESIGN §3): what it holds, whose it is, and collecting many of them.
 
-``metrics.csv`` is tidy, one row per logged step, ``step`` first; floats are written with ``repr`` so
-the same run gives the same bytes. ``summary.json`` is written atomically (temp file + rename).
+A run folder holds ``config.yaml`` (samrepro's copy of the resolved config), ``metrics.csv`` (tidy, one
+row per logged step, ``step`` first; floats written with ``repr`` so the same run gives the same bytes),
+``summary.json`` (status, final metrics and the config's fingerprint), ``.hydra/`` (Hydra's record of the
+config and overrides) and, for resumable runs, ``checkpoint.pt``. Every file is written atomically
+(temp file + rename), so a kill leaves either the old file or the new one, never half of one.
+
+A folder is samrepro's only while it holds nothing else: :func:`claim` refuses a folder with files
+samrepro did not write, and a folder holding another config's result, and never deletes anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import io
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
+from samrepro.config import ConfigError
+
 YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 YamlDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 FINISHED = ("completed", "diverged")
+CONFIG, METRICS, SUMMARY, CHECKPOINT, HYDRA_DIR = "config.yaml", "metrics.csv", "summary.json", "checkpoint.pt", ".hydra"
+RUN_FILES = frozenset({CONFIG, METRICS, SUMMARY, CHECKPOINT, HYDRA_DIR})
+# Keys that cannot change a result: left out of the fingerprint (and of the folder name, conf/config.yaml).
+NON_RESULT_KEYS = frozenset({"progress", "threads", "name", "device", "task.data_root", "task.download",
+                             "stage.save_to"})
+FLUSH_SECONDS = 30.0  # a running configuration rewrites its metrics.csv at most this often
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Writes ``path`` through a temp file in the same folder and a rename."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    with open(tmp, "w", newline="") as f:
+        f.write(text)
     os.replace(tmp, path)
 
 
+def write_json_atomic(path: Path, payload: dict) -> None:
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def dump_yaml(payload: object, path: Path) -> None:
+    write_text_atomic(Path(path), yaml.dump(payload, Dumper=YamlDumper, sort_keys=False, allow_unicode=True))
+
+
+def load_yaml(path: Path) -> dict:
+    return yaml.load(Path(path).read_text(), Loader=YamlLoader)
+
+
 def read_summary(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / "summary.json"
+    path = Path(run_dir) / SUMMARY
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def is_finished(run_dir: Path) -> bool:
-    """True when the run folder holds a completed or diverged run (a sweep skips those)."""
+def flatten(cfg: Mapping, prefix: str = "") -> dict:
+    """``{"task": {"d": 3}}`` → ``{"task.d": 3}`` (lists are kept as lists)."""
+    out = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def fingerprint(config: Mapping) -> str:
+    """A hash of the resolved config without the keys that cannot change results (NON_RESULT_KEYS)."""
+    kept = {k: v for k, v in flatten(config).items() if k not in NON_RESULT_KEYS}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def config_diff(old: Mapping, new: Mapping, most: int = 3) -> list[str]:
+    """``key: old → new`` for the result keys in which two resolved configs differ (the first ``most``)."""
+    a, b = flatten(old), flatten(new)
+    keys = sorted(k for k in a.keys() | b.keys() if k not in NON_RESULT_KEYS and a.get(k, "—") != b.get(k, "—"))
+    lines = [f"{k}: {a.get(k, '—')} → {b.get(k, '—')}" for k in keys[:most]]
+    return lines + ([f"… {len(keys) - most} more"] if len(keys) > most else [])
+
+
+def claim(run_dir: Path, config: Mapping, own: Iterable[str] = ()) -> str:
+    """Decides what a run may do with ``run_dir`` for ``config`` (resolved), touching nothing:
+
+    * ``"new"``: the folder is absent or empty, or holds no result (only Hydra's record);
+    * ``"done"``: it holds the finished run (completed or diverged) of this very config: skip it;
+    * ``"resume"``: it holds an unfinished run of this config, or a run of this config that stopped at
+      its step cap before ``until`` (only ``steps`` raised) and left a checkpoint: continue it.
+
+    Anything else is a :class:`ConfigError` naming the folder, what differs and the fix: files that
+    samrepro did not write (``own``: extra names samrepro writes there, e.g. a stage's phase folders),
+    the finished result of another config, or another config's checkpoint.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        return "new"
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: is a file, not a run folder; it is left as it was — choose another "
+                          f"folder (hydra.run.dir=… or name=…)")
+    foreign = sorted(p.name for p in run_dir.iterdir()
+                     if p.name not in RUN_FILES and p.name not in own and not p.name.endswith(".tmp"))
+    if foreign:
+        raise ConfigError(f"{run_dir}: holds files samrepro did not write ({', '.join(foreign[:3])}"
+                          f"{', …' if len(foreign) > 3 else ''}); it is left as it was — choose an empty or new "
+                          f"folder (hydra.run.dir=… or name=…)")
     summary = read_summary(run_dir)
-    return summary is not None and summary["status"] in FINISHED
+    has_result = summary is not None or (run_dir / METRICS).exists() or (run_dir / CHECKPOINT).exists()
+    if not has_result:
+        return "new"
+    if not (run_dir / CONFIG).exists():
+        raise ConfigError(f"{run_dir}: holds a run without samrepro's config record (an older samrepro wrote it); "
+                          f"it is left as it was — delete that folder to redo the run")
+    old = load_yaml(run_dir / CONFIG)
+    if fingerprint(old) == fingerprint(config):
+        return "done" if summary is not None and summary["status"] in FINISHED else "resume"
+    diff = config_diff(old, config)
+    capped = summary is not None and summary.get("until_reached") is False
+    if capped and [d.split(":")[0] for d in diff] == ["steps"] and config["steps"] > old["steps"]:
+        if (run_dir / CHECKPOINT).exists():
+            return "resume"
+    if summary is None and not (run_dir / CHECKPOINT).exists():
+        return "new"  # another config's unfinished run without a checkpoint holds no result worth keeping
+    what = f"the {summary['status']} run" if summary else "the unfinished run (with a checkpoint)"
+    raise ConfigError(f"{run_dir}: holds {what} of another config ({'; '.join(diff)}); it is left as it was — "
+                      f"use another folder (name=… for a sweep, hydra.run.dir=… for one run) or delete that "
+                      f"folder to redo it")
 
 
 class RunRecord:
-    """Writes one run's folder as it goes: rows as they are logged, the summary last.
+    """Writes one run's folder as it goes: its config first, its rows (kept in memory and rewritten
+    atomically at most every FLUSH_SECONDS, at checkpoints and at the end), its summary last. Only one
+    file is open at a time, whatever the number of configurations in a batch.
 
-    ``identity`` (task, opt, lr, rho, seed) is repeated in the summary; the full config is in
-    ``.hydra/config.yaml``, written by Hydra (CLI) or by ``samrepro.sweep`` (batched sweeps).
+    ``identity`` (task, opt, lr, rho, seed) is repeated in the summary beside the config's fingerprint.
     """
 
-    def __init__(self, run_dir: Path, identity: dict, metric_names: Sequence[str], resume_step: int = 0):
-        """``resume_step`` > 0 continues a run resumed from a checkpoint of that step: the rows
-        logged up to it are kept, later ones dropped."""
+    def __init__(self, run_dir: Path, identity: dict, metric_names: Sequence[str], config: Mapping,
+                 resume_step: int = 0):
+        """``resume_step`` > 0 continues a run resumed from a checkpoint of that step: the rows logged up
+        to it are kept, later ones dropped."""
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "summary.json").unlink(missing_ok=True)
-        self.identity = identity
+        (self.dir / SUMMARY).unlink(missing_ok=True)
+        dump_yaml(dict(config), self.dir / CONFIG)
+        self.identity = {**identity, "fingerprint": fingerprint(config)}
         self.columns = ("step", *metric_names)
-        kept = []
+        self.rows: list[list[str]] = []
         if resume_step:
-            with open(self.dir / "metrics.csv", newline="") as f:
-                kept = [row for row in csv.reader(f)][1:]
-            kept = [row for row in kept if int(row[0]) <= resume_step]
-        self._file = open(self.dir / "metrics.csv", "w", newline="")
-        self._csv = csv.writer(self._file, lineterminator="\n")
-        self._csv.writerows([self.columns, *kept])
+            with open(self.dir / METRICS, newline="") as f:
+                rows = list(csv.reader(f))[1:]
+            self.rows = [r for r in rows if len(r) == len(self.columns) and int(r[0]) <= resume_step]
         self.last: dict[str, float] = {}
         self.steps_logged = 0
-        if kept:
-            self.last = {k: float(v) for k, v in zip(self.columns[1:], kept[-1][1:], strict=True)}
-            self.steps_logged = int(kept[-1][0])
+        if self.rows:
+            self.last = {k: float(v) for k, v in zip(self.columns[1:], self.rows[-1][1:], strict=True)}
+            self.steps_logged = int(self.rows[-1][0])
+        self._flushed = time.monotonic()
 
     def write_row(self, step: int, metrics: dict[str, float]) -> None:
-        self._csv.writerow([step, *(repr(float(metrics[k])) for k in self.columns[1:])])
-        self._file.flush()
+        self.rows.append([str(step), *(repr(float(metrics[k])) for k in self.columns[1:])])
         self.last = dict(metrics)
         self.steps_logged = step
+        if time.monotonic() - self._flushed > FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Rewrites metrics.csv with every row so far (atomically)."""
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows([self.columns, *self.rows])
+        write_text_atomic(self.dir / METRICS, buf.getvalue())
+        self._flushed = time.monotonic()
 
     def finish(self, status: str, steps_done: int, wall_seconds: float, **extra: object) -> dict:
-        self._file.close()
+        self.flush()
         summary = {
             "status": status,
             "steps_done": steps_done,
@@ -85,49 +192,30 @@ class RunRecord:
             "wall_seconds": round(wall_seconds, 3),
             **self.identity,
         }
-        write_json_atomic(self.dir / "summary.json", summary)
+        write_json_atomic(self.dir / SUMMARY, summary)
         return summary
 
 
-def load_yaml(path: Path) -> dict:
-    return yaml.load(Path(path).read_text(), Loader=YamlLoader)
-
-
-def dump_yaml(payload: object, path: Path) -> None:
-    Path(path).write_text(yaml.dump(payload, Dumper=YamlDumper, sort_keys=False))
-
-
-def _flatten(cfg: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in cfg.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = str(value) if isinstance(value, list) else value
-    return out
-
-
 def run_folders(root: Path) -> list[Path]:
-    return sorted(p.parent for p in Path(root).rglob("summary.json"))
+    """Every run folder below ``root`` (a stage's own folder, which holds its phases' runs, is not one)."""
+    return sorted(p.parent for p in Path(root).rglob(SUMMARY) if (p.parent / METRICS).exists())
 
 
 def collect(run_dirs: Iterable[Path], metrics: bool = True) -> pd.DataFrame:
-    """One tidy DataFrame of many runs: config columns (flattened, e.g. ``task.loss``), the summary's
-    ``status``/``steps_done``/``diverged_at``, ``run`` (the folder's name) and ``run_dir``, and
-    (``metrics=True``) one row per
-    logged step; otherwise one row per run with the final metrics."""
+    """One tidy DataFrame of many runs: config columns (flattened from each run's ``config.yaml``, e.g.
+    ``task.loss``; lists as strings), the summary's ``status``/``steps_done``/``diverged_at`` and flags,
+    ``run`` (the folder's name) and ``run_dir``, and (``metrics=True``) one row per logged step;
+    otherwise one row per run with the final metrics."""
     rows = []
     for run_dir in run_dirs:
         summary = read_summary(run_dir)
-        if summary is None:
+        if summary is None or not (Path(run_dir) / METRICS).exists():
             continue
-        info = _flatten(load_yaml(Path(run_dir) / ".hydra" / "config.yaml"))
+        info = {k: str(v) if isinstance(v, list) else v for k, v in flatten(load_yaml(Path(run_dir) / CONFIG)).items()}
         info.update(status=summary["status"], steps_done=summary["steps_done"],
-                    diverged_at=summary.get("diverged_at"), run=Path(run_dir).name,
-                    run_dir=str(run_dir))
+                    diverged_at=summary.get("diverged_at"), run=Path(run_dir).name, run_dir=str(run_dir))
         if metrics:
-            with open(Path(run_dir) / "metrics.csv", newline="") as f:
+            with open(Path(run_dir) / METRICS, newline="") as f:
                 rows += [{**{k: float(v) for k, v in r.items()}, **info} for r in csv.DictReader(f)]
         else:
             rows.append({**summary["final"], **info})
@@ -135,6 +223,10 @@ def collect(run_dirs: Iterable[Path], metrics: bool = True) -> pd.DataFrame:
     if metrics and not df.empty:
         df["step"] = df["step"].astype(int)
     return df
+
+
+def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
+    write_text_atomic(Path(path), df.to_csv(index=False, lineterminator="\n"))
 
 
 def collect_main(argv: Sequence[str] | None = None) -> None:
@@ -147,4 +239,7 @@ def collect_main(argv: Sequence[str] | None = None) -> None:
     if not args.sweep_dir.is_dir():
         parser.exit(2, f"samrepro-collect: error: sweep_dir={args.sweep_dir}: not a directory\n")
     df = collect(run_folders(args.sweep_dir), metrics=not args.final)
-    df.to_csv(args.output or sys.stdout, index=False)
+    if args.output:
+        write_csv_atomic(df, args.output)
+    else:
+        df.to_csv(sys.stdout, index=False)

@@ -21,7 +21,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from samrepro.config import LR_SCHEDULES
 from samrepro.optim import SAM
-from samrepro.records import RunRecord
+from samrepro.records import CHECKPOINT, RunRecord
 from samrepro.tasks import Task
 
 
@@ -42,11 +42,9 @@ def lr_schedule(name: str, final_ratio: float, steps: int) -> Callable[[int], fl
     return lambda t: math.exp(log_ratio * t)
 
 
-CHECKPOINT = "checkpoint.pt"
-
-
 def save_checkpoint(run_dir: Path, step: int, task: Task, optimizer: SAM) -> None:
-    """The trainer's state after ``step`` steps, written atomically to ``<run_dir>/checkpoint.pt``."""
+    """The trainer's state after ``step`` steps, written atomically to ``<run_dir>/checkpoint.pt`` (after the
+    run's rows up to that step are on disk, so that a resumed run finds every row it keeps)."""
     path = Path(run_dir) / CHECKPOINT
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "task": task.state_dict()}, tmp)
@@ -100,6 +98,11 @@ def train(
     device = params[0].device
     running = list(range(n))
     diverged_at = torch.full((n,), -1, dtype=torch.long, device=device)
+    # Batched: a configuration that diverged or finished is frozen (the optimizer leaves its slice as it
+    # is) and the metrics see its initial parameters instead, so nothing non-finite reaches them.
+    frozen = torch.zeros(n, dtype=torch.bool, device=device) if task.config_dim else None
+    optimizer.frozen = frozen
+    stand_ins = [p.detach().clone() for p in params] if task.config_dim else []
     summaries: list[dict | None] = [None] * n
     start = time.perf_counter()
 
@@ -107,22 +110,33 @@ def train(
         summaries[c] = records[c].finish(status, steps_done, time.perf_counter() - start, **extra,
                                          **task.flags(records[c].last))
 
+    def checkpoint(c: int, step: int) -> None:
+        records[c].flush()
+        save_checkpoint(records[c].dir, step, task, optimizer)
+
     def log(step: int) -> None:
-        values = {k: v.tolist() for k, v in task.metrics(params, step).items()}
-        bad_params = (~_finite_per_config(params, task.config_dim)).tolist()
-        div = diverged_at.tolist()
+        finite = _finite_per_config(params, task.config_dim)
+        if frozen is not None:
+            frozen.logical_or_(~finite)
+        div, bad_params = diverged_at.tolist(), (~finite).tolist()
         for c in list(running):
             if div[c] >= 0 or bad_params[c]:
                 running.remove(c)
-                finish(c, "diverged", div[c] if div[c] >= 0 else step,
-                       diverged_at=div[c] if div[c] >= 0 else step)
-            else:
-                records[c].write_row(step, {k: v[c] for k, v in values.items()})
-                if until and all(values[k][c] >= v for k, v in until.items()):
-                    running.remove(c)
-                    if checkpoint_every:
-                        save_checkpoint(records[c].dir, step, task, optimizer)
-                    finish(c, "completed", step, until_reached=True)
+                finish(c, "diverged", div[c] if div[c] >= 0 else step, diverged_at=div[c] if div[c] >= 0 else step)
+        if not running:
+            return
+        safe = params if frozen is None else [
+            torch.where(m, s, p) for m, s, p in zip(optimizer.per_config_views(frozen), stand_ins, params)]
+        values = {k: v.tolist() for k, v in task.metrics(safe, step).items()}
+        for c in list(running):
+            records[c].write_row(step, {k: v[c] for k, v in values.items()})
+            if until and all(values[k][c] >= v for k, v in until.items()):
+                running.remove(c)
+                if frozen is not None:
+                    frozen[c] = True
+                if checkpoint_every:
+                    checkpoint(c, step)
+                finish(c, "completed", step, until_reached=True)
 
     batches = itertools.islice(task.batches(seeds), start_step, None)
     step = start_step
@@ -137,14 +151,16 @@ def train(
                     torch.mul(optimizer.base_lr, lr_factor(step), out=optimizer.lr)
                 loss = optimizer.step(lambda p, perturbed: task.loss(p, batch, perturbed),
                                       lambda p, perturbed: task.loss_and_grad(p, batch, perturbed))
-                bad = ~torch.isfinite(loss) | (loss > loss_ceiling)
-                diverged_at = torch.where(bad.reshape(-1) & (diverged_at < 0), step, diverged_at)
+                bad = (~torch.isfinite(loss) | (loss > loss_ceiling)).reshape(-1)
+                diverged_at = torch.where(bad & (diverged_at < 0), step, diverged_at)
+                if frozen is not None:
+                    frozen.logical_or_(bad)
                 step += 1
                 bar.update()
                 if step % log_every == 0 or step == steps:
                     log(step)
                 if checkpoint_every and running and (step % checkpoint_every == 0 or step == steps):
-                    save_checkpoint(records[0].dir, step, task, optimizer)
+                    checkpoint(0, step)
         except KeyboardInterrupt:
             for c in running:
                 finish(c, "interrupted", records[c].steps_logged)

@@ -7,10 +7,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from samrepro.cli import check_overrides, execute
-from samrepro.config import ConfigError, run_values
+from samrepro import runner
+from samrepro.cli import check_overrides, multirun
+from samrepro.config import ConfigError
 from samrepro.records import collect, run_folders
-from samrepro.sweep import expand, run_jobs
+from samrepro.runner import Run
 
 TINY = ["task=single_neuron", "opt=sam", "lr=0.4", "rho=0.1", "steps=20", "log_every=5", "progress=false"]
 
@@ -33,6 +34,7 @@ def test_one_run_writes_the_run_folder_contract(samrepro_cli, tmp_path):
         "single_neuron", "sam", 0.4, 0.1, 0)
     assert set(summary["final"]) == {"loss", "x", "y"} and summary["final"]["y"] == float(rows[-1][3])
     assert OmegaConf.load(tmp_path / "a" / ".hydra" / "config.yaml").task.name == "single_neuron"
+    assert OmegaConf.load(tmp_path / "a" / "config.yaml").task.init == [2.0, 40**0.5]  # samrepro's own, resolved
 
     # same config and seed => byte-identical metrics.csv; a finished run folder is skipped on re-run
     assert samrepro_cli(*TINY, "hydra.run.dir=b").returncode == 0
@@ -62,7 +64,17 @@ def test_task_keys_are_checked_when_the_task_is_built(samrepro_cli, tmp_path):
     result = samrepro_cli("task=single_neuron", "task.init=[1.0]", "hydra.run.dir=bad")
     assert result.returncode == 2
     assert result.stderr.strip() == "samrepro: error: task.init=[1.0]: must have 2 entries"
-    assert not (tmp_path / "bad").exists()
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+
+
+def test_a_folder_holding_other_files_is_left_as_it_was(samrepro_cli, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    for bad in (["task=single_neuron", "task.init=[1.0]"], ["steps=3"]):
+        result = samrepro_cli(*bad, "hydra.run.dir=.")
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert "holds files samrepro did not write (notes.txt)" in result.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+        assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
@@ -84,9 +96,9 @@ def compose(*overrides):
 
 def test_divergence_is_a_result_and_other_configurations_go_on(tmp_path):
     cfg = compose("task=quadratic", "task.eigenvalues=[2.0,0.5]", "steps=200", "log_every=10", "progress=false")
-    runs = [{"opt": "usam", "lr": 0.9, "rho": 0.5, "seed": 0}, {"opt": "sam", "lr": 0.9, "rho": 0.5, "seed": 0}]
     dirs = [tmp_path / "usam", tmp_path / "sam"]
-    usam, sam = execute(cfg, runs, dirs, progress=False)
+    usam, sam = runner.run([Run.of(cfg, dirs[0], opt="usam", lr=0.9, rho=0.5),
+                            Run.of(cfg, dirs[1], opt="sam", lr=0.9, rho=0.5)])
     assert usam["status"] == "diverged" and 0 < usam["diverged_at"] < 200
     assert sam["status"] == "completed" and sam["steps_done"] == 200
     rows = read_rows(dirs[0] / "metrics.csv")[1:]
@@ -110,23 +122,32 @@ def test_ctrl_c_writes_interrupted_and_keeps_rows(tmp_path, monkeypatch):
     monkeypatch.setattr(Quadratic, "loss_and_grad", interrupt_at_step_25)
     cfg = compose("task=quadratic", "steps=100", "log_every=10", "progress=false")
     with pytest.raises(KeyboardInterrupt):
-        execute(cfg, [run_values(cfg)], [tmp_path], progress=False)
+        runner.run([Run.of(cfg, tmp_path)])
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["steps_done"] == 20
     assert [r[0] for r in read_rows(tmp_path / "metrics.csv")[1:]] == ["0", "10", "20"]
 
 
-def test_batched_sweep_writes_the_same_run_folders_as_the_cli(samrepro_cli, tmp_path, monkeypatch):
+def test_the_batched_launcher_writes_what_hydras_own_launcher_writes(samrepro_cli, tmp_path, monkeypatch):
+    """`samrepro -m` (batched launcher, in process) and Hydra's basic launcher (one job at a time, in a
+    subprocess): the same folders, byte-identical metrics, the same .hydra/ records (but for the launcher)."""
     monkeypatch.chdir(tmp_path)
-    jobs = expand("dai_fig4", ["steps=30", "log_every=10"])
-    assert [j[0] for j in jobs] == ["opt=gd", "opt=sam", "opt=usam"]
-    dirs = run_jobs(jobs)
+    dirs = multirun(["experiment=dai_fig4", "steps=30", "log_every=10"])
     assert [d.as_posix() for d in dirs] == [f"runs/dai_fig4/log_every=10,opt={o},steps=30"
                                             for o in ("gd", "sam", "usam")]
-    cli = samrepro_cli("-m", "experiment=dai_fig4", "steps=30", "log_every=10", "hydra.sweep.dir=cli")
-    assert cli.returncode == 0, cli.stderr
+    basic = samrepro_cli("-m", "experiment=dai_fig4", "steps=30", "log_every=10", "hydra/launcher=basic",
+                         "hydra.sweep.dir=basic")
+    assert basic.returncode == 0, basic.stderr
     for d in dirs:
-        assert (d / "metrics.csv").read_bytes() == (tmp_path / "cli" / d.name / "metrics.csv").read_bytes()
+        other = tmp_path / "basic" / d.name
+        assert (d / "metrics.csv").read_bytes() == (other / "metrics.csv").read_bytes()
+        for name in ("config.yaml", "overrides.yaml"):
+            assert OmegaConf.load(d / ".hydra" / name) == OmegaConf.load(other / ".hydra" / name)
+        ours, theirs = (OmegaConf.load(x / ".hydra" / "hydra.yaml").hydra for x in (d, other))
+        for h in (ours, theirs):
+            del h.launcher, h.runtime.choices["hydra/launcher"], h.runtime.output_dir, h.sweep.dir
+            h.overrides.hydra = [o for o in h.overrides.hydra if not o.startswith(("hydra/launcher", "hydra.sweep"))]
+        assert ours == theirs
     df = collect(run_folders(tmp_path / "runs"))
     assert len(df) == 3 * 4 and set(df["opt.name"]) == {"gd", "sam", "usam"}
     assert (df.status == "completed").all() and df["task.loss"].eq("logistic").all()

@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 from samrepro.cli import thread_share
 from samrepro.records import collect_main, read_summary, run_folders
 
-SWEEP = ["-m", "task=single_neuron", "opt=gd,sam,usam", "lr=0.1,0.2", "steps=3000", "log_every=100",
-         "progress=false", "name=kill"]
+SWEEP = ["-m", "hydra/launcher=basic", "task=single_neuron", "opt=gd,sam,usam", "lr=0.1,0.2", "steps=3000",
+         "log_every=100", "progress=false", "name=kill"]  # one job at a time, so that a kill falls between jobs
 
 
 def steps_logged(run_dir):
@@ -68,10 +68,10 @@ def test_thread_share_splits_the_cores_between_parallel_jobs():
 
 
 def test_collect_turns_a_sweep_into_one_csv(tmp_path, monkeypatch):
-    from samrepro.sweep import expand, run_jobs
+    from samrepro.cli import multirun
 
     monkeypatch.chdir(tmp_path)
-    run_jobs(expand("dai_thm2", ["steps=10", "log_every=5"]))
+    multirun(["experiment=dai_thm2", "steps=10", "log_every=5"])
     collect_main([str(tmp_path / "runs" / "dai_thm2"), "--final", "-o", str(tmp_path / "t.csv")])
     with open(tmp_path / "t.csv", newline="") as f:
         rows = list(csv.DictReader(f))

@@ -9,6 +9,7 @@ the same DataFrame (the CSV committed as ``results/<id>.csv``).
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,15 +46,18 @@ class Figure:
 
 
 def save(fig, stem: Path) -> None:
-    """Writes ``<stem>.png`` and ``<stem>.pdf`` and closes the figure."""
+    """Writes ``<stem>.png`` and ``<stem>.pdf`` (each atomically) and closes the figure."""
     import matplotlib.pyplot as plt
 
     for ax in fig.axes:  # log axes: label the decades only, so labels never overlap
         for axis in (ax.xaxis, ax.yaxis):
             if axis.get_scale() == "log":
                 axis.set_minor_formatter(plt.NullFormatter())
-    fig.savefig(stem.with_suffix(".png"), dpi=130, bbox_inches="tight")
-    fig.savefig(stem.with_suffix(".pdf"), bbox_inches="tight", metadata={"CreationDate": None})
+    for suffix, options in ((".png", {"dpi": 130}), (".pdf", {"metadata": {"CreationDate": None}})):
+        path = stem.with_suffix(suffix)
+        tmp = path.with_name(path.name + ".tmp")
+        fig.savefig(tmp, format=suffix[1:], bbox_inches="tight", **options)
+        os.replace(tmp, path)  # atomic: a kill leaves the old figure or the new one
     plt.close(fig)
 
 

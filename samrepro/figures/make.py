@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -13,10 +14,10 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
+from samrepro.cli import multirun
 from samrepro.config import ConfigError
 from samrepro.figures import Claim, Figure, registry
-from samrepro.records import collect
-from samrepro.sweep import expand, run_jobs
+from samrepro.records import collect, write_csv_atomic, write_text_atomic
 
 matplotlib.use("Agg")
 
@@ -38,11 +39,11 @@ def produce(fig: Figure, csv: Path) -> pd.DataFrame:
             return pd.read_csv(csv)
         df = fig.compute()
     else:
-        run_dirs = run_jobs(expand(fig.id))
+        run_dirs = multirun([f"experiment={fig.id}"])
         if newer_than(csv, (d / "summary.json" for d in run_dirs)):
             return pd.read_csv(csv)
         df = collect(run_dirs).drop(columns=["run_dir"])
-    df.to_csv(csv, index=False)
+    write_csv_atomic(df, csv)
     return df
 
 
@@ -80,15 +81,20 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"samrepro-figs: error: unknown figure id {unknown[0]}; allowed: {', '.join(figures)}\n")
     (args.results / "figures").mkdir(parents=True, exist_ok=True)
     selected = args.ids or [i for i, f in figures.items() if f.gpu == args.gpu]
-    rows = []
+    rows, failed = [], []
     for fig_id, fig in figures.items():
         csv = args.results / f"{fig_id}.csv"
         if fig_id in selected and fig.gpu == args.gpu:
             start = time.perf_counter()
             try:
                 df = produce(fig, csv)
-            except ConfigError as err:
-                parser.exit(2, f"samrepro-figs: error: {fig_id}: {err}\n")
+            except (ConfigError, SystemExit) as err:  # SystemExit: the sweep's one-line error, already printed
+                if isinstance(err, ConfigError):
+                    print(f"samrepro-figs: error: {fig_id}: {err}", file=sys.stderr)
+                failed.append(fig_id)
+                rows.append((fig, [Claim(fig.title, "see the paper", "not run", "—", None,
+                                         note="its sweep failed: see the error printed by samrepro-figs")]))
+                continue
             print(f"{fig_id}: {len(df)} rows in {time.perf_counter() - start:.1f} s")
         elif csv.exists():
             df = pd.read_csv(csv)
@@ -101,7 +107,9 @@ def main(argv: list[str] | None = None) -> None:
         if not newer_than(stem.with_suffix(".png"), [csv, Path(inspect.getfile(fig.draw))]):
             fig.draw(df, stem)
         rows.append((fig, fig.claims(df)))
-    (args.results / "CLAIMS.md").write_text(claims_markdown(rows))
+    write_text_atomic(args.results / "CLAIMS.md", claims_markdown(rows))
     for fig, claims in rows:
         for c in claims:
             print(f"  [{c.verdict}] {fig.id}: {c.claim} — measured {c.measured}")
+    if failed:
+        parser.exit(2, f"samrepro-figs: error: {len(failed)} figure(s) failed: {', '.join(failed)}\n")

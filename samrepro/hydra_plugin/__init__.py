@@ -1,0 +1,135 @@
+"""The batched Hydra launcher, default of ``samrepro -m`` (``hydra/launcher=batched``, conf/hydra/launcher/).
+
+Installed as ``hydra_plugins.samrepro_launcher`` (pyproject.toml), the namespace in which Hydra looks for
+launchers; :mod:`samrepro.cli` also registers it, since Hydra's scan does not see an editable install.
+
+Hydra's sweeper hands ``launch`` the whole sweep. Jobs are composed once per distinct set of overrides
+other than ``lr``, ``rho`` and ``seed`` (config-group choices such as ``opt=usam`` included; a compose
+costs ~0.1 s): each job's scalar overrides are then applied to that unresolved config before it is
+resolved, so each job's config is the one Hydra composes for it (``${lr}`` interpolations included).
+Each job gets the run folder and the ``.hydra/`` record (config.yaml, hydra.yaml, overrides.yaml) that
+Hydra's own launcher would write, and :func:`samrepro.runner.run` runs them all, batched.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, OverrideType
+from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from samrepro import runner
+from samrepro.config import ConfigError, fail
+
+log = logging.getLogger(__name__)
+SCALARS = ("lr", "rho", "seed")
+
+
+@cache
+def _parse(item: str) -> Override:
+    return OverridesParser.create().parse_override(item)
+
+
+def _is_scalar(o: Override) -> bool:
+    return o.key_or_group in SCALARS and o.type == OverrideType.CHANGE and not o.is_sweep_override()
+
+
+def override_dirname(overrides: Sequence[Override], job_config: DictConfig) -> str:
+    """Hydra's ``hydra.job.override_dirname``: the task overrides not excluded, sorted, joined."""
+    rule = job_config.override_dirname
+    lines = sorted(o.input_line for o in overrides if o.key_or_group not in rule.exclude_keys)
+    return re.sub("=", rule.kv_sep, rule.item_sep.join(lines))
+
+
+def _has_interpolation(node: object) -> bool:
+    if isinstance(node, dict):
+        return any(_has_interpolation(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_interpolation(v) for v in node)
+    return isinstance(node, str) and "${" in node
+
+
+class _Template:
+    """The composed config shared by the jobs that differ only in lr, rho and seed."""
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.task_keys = [k for k in cfg if k != "hydra"]
+        self.task = OmegaConf.to_container(OmegaConf.masked_copy(cfg, self.task_keys), resolve=False)
+        self.hydra = OmegaConf.to_container(cfg.hydra, resolve=False, enum_to_str=True)
+        self.interpolated = _has_interpolation(self.task)
+
+    def job(self, overrides: Sequence[str], idx: int) -> runner.Run:
+        """The run of one job: its resolved config, its folder and its ``.hydra/`` record."""
+        parsed = [_parse(o) for o in overrides]
+        scalars = {o.key_or_group: o.value() for o in parsed if _is_scalar(o)}
+        task_overrides = [o for o in parsed if not o.is_hydra_override()]
+        dirname = override_dirname(task_overrides, self.cfg.hydra.job.config)
+        job = {"override_dirname": dirname, "id": str(idx), "num": idx}
+        current = HydraConfig.instance().cfg.hydra  # what ${hydra:…} reads: this template's copy
+        with open_dict(self.cfg), read_write(self.cfg.hydra), read_write(current):
+            self.cfg.update(scalars)
+            self.cfg.hydra.job.update(job)
+            current.job.update(job)
+            run_dir = Path(str(self.cfg.hydra.sweep.dir)) / str(self.cfg.hydra.sweep.subdir)
+            resolved = ({k: OmegaConf.to_container(self.cfg[k], resolve=True) if OmegaConf.is_config(self.cfg[k])
+                         else self.cfg[k] for k in self.task_keys} if self.interpolated else None)
+        task = {**copy.deepcopy(self.task), **scalars}
+        hydra = copy.deepcopy(self.hydra)
+        hydra["job"].update(job)
+        hydra["overrides"]["task"] = [o.input_line for o in task_overrides]
+        hydra["runtime"]["output_dir"] = os.path.abspath(run_dir)
+        record = {"config.yaml": task, "hydra.yaml": {"hydra": hydra}, "overrides.yaml": hydra["overrides"]["task"]}
+        return runner.Run(resolved or copy.deepcopy(task), run_dir, record)
+
+
+class BatchedLauncher(Launcher):
+    """Runs a whole sweep in this process, batched (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        log.info(f"Launching {len(job_overrides)} jobs batched")
+        by_template: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for i, overrides in enumerate(job_overrides):
+            by_template[tuple(o for o in overrides if not _is_scalar(_parse(o)))].append(i)
+        runs: list[runner.Run | None] = [None] * len(job_overrides)
+        saved = HydraConfig.instance().cfg
+        try:
+            for shared, members in by_template.items():
+                cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(shared))
+                HydraConfig.instance().set_config(cfg)
+                template = _Template(cfg)
+                for i in members:
+                    runs[i] = template.job(job_overrides[i], initial_job_idx + i)
+        finally:
+            HydraConfig.instance().cfg = saved
+        try:
+            summaries = runner.run(runs)
+        except ConfigError as err:
+            fail(str(err))
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return [JobReturn(overrides=list(o), working_dir=os.getcwd(), task_name=self.config.hydra.job.name,
+                          hydra_cfg=OmegaConf.create({"hydra": {"runtime": {"output_dir": str(r.dir)}}}),
+                          status=JobStatus.COMPLETED, _return_value=s)
+                for o, r, s in zip(job_overrides, runs, summaries)]

@@ -1,0 +1,267 @@
+"""The runner: resolved run configs in, run folders out — the one path behind a single run, every sweep
+(through the batched launcher or any Hydra launcher) and every stage (DESIGN §1, §3).
+
+``run`` first claims every folder (``records.claim``: nothing is written until all are checked), skips
+the runs already finished with their very config, runs once each group of GD runs that differ only in ρ
+(GD ignores ρ; the others get the same rows and a summary saying ``same_as``), and runs the rest
+batched: runs whose configs differ only in ``opt.name``, ``lr``, ``rho`` and ``seed`` share one task with
+a configuration dimension, so a 30 × 30 × 3 grid costs about one run's Python overhead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from samrepro import tasks
+from samrepro.config import ConfigError, require, resolve_device, validate, validate_run
+from samrepro.optim import SAM
+from samrepro.records import (
+    CHECKPOINT,
+    CONFIG,
+    HYDRA_DIR,
+    METRICS,
+    RunRecord,
+    claim,
+    dump_yaml,
+    fingerprint,
+    read_summary,
+    write_json_atomic,
+)
+from samrepro.train import load_checkpoint, lr_schedule, train
+
+log = logging.getLogger("samrepro")
+MAX_BATCH = 4096  # configurations in one batch (memory, not open files, bounds it: one file is open at a time)
+
+
+@dataclass
+class Run:
+    """One run: its resolved config (no ``hydra`` node), its folder, and the ``.hydra/`` record Hydra's own
+    launcher would write there (file name → payload), written once the folder is claimed."""
+
+    config: dict
+    dir: Path
+    hydra_record: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, cfg: DictConfig, run_dir: Path, **values: object) -> Run:
+        """The run of a composed config, with ``opt`` (a rule name), ``lr``, ``rho`` or ``seed`` changed."""
+        config = OmegaConf.to_container(cfg, resolve=True)
+        if "opt" in values:
+            config["opt"] = {**config["opt"], "name": values.pop("opt")}
+        return cls({**config, **values}, Path(run_dir))
+
+    @property
+    def values(self) -> dict:
+        """The keys in which the runs of one batch may differ."""
+        return {"opt": self.config["opt"]["name"], "lr": self.config["lr"], "rho": self.config["rho"],
+                "seed": self.config["seed"]}
+
+    def identity(self) -> dict:
+        return {"task": self.config["task"]["name"], **self.values}
+
+    def write_hydra_record(self) -> None:
+        if self.hydra_record:
+            (self.dir / HYDRA_DIR).mkdir(parents=True, exist_ok=True)
+            for name, payload in self.hydra_record.items():
+                dump_yaml(payload, self.dir / HYDRA_DIR / name)
+
+
+def batch_key(config: Mapping) -> str:
+    """Equal for configs that may share a batch: equal but for opt.name, lr, rho and seed (gd_ascent
+    needs its own batch: its step differs in kind)."""
+    rest = {k: v for k, v in config.items() if k not in ("lr", "rho", "seed", "opt")}
+    opt = {k: v for k, v in config["opt"].items() if k != "name"}
+    return json.dumps([rest, opt, config["opt"]["name"] == "gd_ascent"], sort_keys=True, default=str)
+
+
+def gd_key(config: Mapping) -> str | None:
+    """GD ignores ρ: GD runs with equal keys are the same computation (None for other optimizers)."""
+    if config["opt"]["name"] != "gd":
+        return None
+    return fingerprint({**config, "rho": 0.0})
+
+
+def run(runs: Sequence[Run], progress: bool = False, threads: int | None = None) -> list[dict]:
+    """Runs what is not finished yet; returns every run's summary, in order. Raises ConfigError (before
+    writing anything) for a folder it may not use, or a config that is not valid."""
+    states = [claim(r.dir, r.config) for r in runs]
+    summaries: list[dict | None] = [read_summary(r.dir) if s == "done" else None for r, s in zip(runs, states)]
+    for r, s in zip(runs, states):
+        if s == "done":
+            log.info("skipped (finished with this config): %s", r.dir)
+    computed: dict[str, int] = {}  # GD key → index of the run that computes (or computed) it
+    copies: dict[int, int] = {}
+    for i, r in enumerate(runs):
+        key = gd_key(r.config)
+        if key is None:
+            continue
+        if key in computed and summaries[i] is None:
+            copies[i] = computed[key]
+        elif key not in computed or summaries[i] is not None:
+            computed.setdefault(key, i)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(runs):
+        if summaries[i] is None and i not in copies:
+            groups[batch_key(r.config)].append(i)
+    bases = {key: OmegaConf.create(runs[members[0]].config) for key, members in groups.items()}
+    for key, members in groups.items():  # every group is valid before anything runs
+        validate(bases[key])
+        for i in members:
+            validate_run(**runs[i].values)
+    for key, members in groups.items():
+        for start in range(0, len(members), MAX_BATCH):
+            chunk = members[start:start + MAX_BATCH]
+            done = execute(bases[key], [runs[i] for i in chunk], [states[i] for i in chunk], progress, threads)
+            for i, summary in zip(chunk, done):
+                summaries[i] = summary
+    for i, j in copies.items():
+        summaries[i] = copy_result(runs[j], runs[i], summaries[j])
+    return summaries
+
+
+def copy_result(source: Run, target: Run, summary: dict) -> dict:
+    """``target`` is ``source`` but for ρ, which GD ignores: the same rows, its own config and summary."""
+    target.dir.mkdir(parents=True, exist_ok=True)
+    target.write_hydra_record()
+    dump_yaml(target.config, target.dir / CONFIG)
+    shutil.copyfile(source.dir / METRICS, target.dir / (METRICS + ".tmp"))
+    (target.dir / (METRICS + ".tmp")).replace(target.dir / METRICS)
+    result = {**summary, **target.identity(), "fingerprint": fingerprint(target.config), "same_as": str(source.dir)}
+    write_json_atomic(target.dir / "summary.json", result)
+    return result
+
+
+def execute(base: DictConfig, runs: Sequence[Run], states: Sequence[str], progress: bool = False,
+            threads: int | None = None) -> list[dict]:
+    """Runs configurations of ``base`` that differ only in opt.name, lr, rho and seed as one batch: the
+    task is built once with one parameter slice per configuration, the optimizer gets per-slice η, ρ and
+    normalization, and each run gets its own folder. A task that cannot batch (``config_dim = False``)
+    is built once and runs the configurations one after another. ``threads``: torch's CPU threads during
+    the run (None: unchanged). ``until``, ``checkpoint_every`` and ``epoch_units``: see conf/config.yaml.
+    """
+    device = resolve_device(base.device)
+    task = tasks.build(base.task, len(runs), device)
+    unit = task.steps_per_epoch if base.epoch_units else 1
+    until = dict(base.until or {})
+    unknown = [k for k in until if k not in task.metric_names]
+    require(not unknown, "until", unknown, f"unknown metric; allowed: {', '.join(task.metric_names)}")
+    checkpoint_every = base.checkpoint_every * unit
+    require(not checkpoint_every or not task.config_dim, "checkpoint_every", base.checkpoint_every,
+            "needs a task that runs one configuration at a time")
+    jobs = list(zip(runs, states, strict=True))
+    groups = [jobs] if task.config_dim else [[job] for job in jobs]
+    lr_factor = lr_schedule(base.lr_schedule.name, base.lr_schedule.final_ratio, base.steps * unit)
+    default_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return [summary for group in groups for summary in _run_group(
+            base, task, group, unit, until, checkpoint_every, lr_factor, progress)]
+    finally:
+        torch.set_num_threads(default_threads)
+
+
+def _run_group(base: DictConfig, task: tasks.Task, group: Sequence[tuple[Run, str]], unit: int,
+               until: dict, checkpoint_every: int, lr_factor, progress: bool) -> list[dict]:
+    """One batch of ``execute``: the optimizer, the run folders (resuming from a checkpoint), the trainer."""
+    values = {key: [r.values[key] for r, _ in group] for key in ("opt", "lr", "rho", "seed")}
+    try:
+        optimizer = SAM(task.init_params(values["seed"]), values["opt"], values["lr"], values["rho"],
+                        config_dim=task.config_dim, momentum=base.opt.momentum,
+                        weight_decay=base.opt.weight_decay, eps=base.opt.eps)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    start = 0
+    first, state = group[0]
+    if checkpoint_every and state == "resume" and (first.dir / CHECKPOINT).exists():
+        start = load_checkpoint(first.dir, task, optimizer)
+        log.info("resumed from step %d: %s", start, first.dir)
+    for r, _ in group:
+        r.write_hydra_record()
+    records = [RunRecord(r.dir, r.identity(), task.metric_names, r.config, resume_step=start) for r, _ in group]
+    return train(task, optimizer, records, steps=base.steps * unit, log_every=base.log_every * unit,
+                 loss_ceiling=base.loss_ceiling, seeds=values["seed"], progress=progress, lr_factor=lr_factor,
+                 until=until, checkpoint_every=checkpoint_every, start_step=start)
+
+
+# ------------------------------------------------------------------------------------------------ stages
+STEP_CAP = re.compile(r"^stage\.phases\.[^.]+\.steps$")
+
+
+def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict, progress: bool = False) -> dict:
+    """``samrepro … stage=<name>``: the phases of ``cfg.stage`` in order, each in ``<run dir>/<phase>/``
+    (its own run folder), phase k starting from the model phase k−1 ended with. Each phase must end by
+    reaching its ``until``; a phase stopped by its step cap keeps its checkpoint and is continued, in the
+    same folder, by raising its ``steps`` (the error says how). Finished phases are skipped. The final
+    model is saved to ``stage.save_to`` with the recipe and each phase's final metrics.
+
+    The stage folder's own record leaves out the phases' step caps, which a continued phase raises."""
+    run_dir = Path(run_dir)
+    names = list(cfg.stage.phases)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    record = {k: v for k, v in resolved.items() if k != "stage"}
+    record["stage"] = {**resolved["stage"], "phases": {
+        n: {k: v for k, v in p.items() if not STEP_CAP.match(f"stage.phases.{n}.{k}")}
+        for n, p in resolved["stage"]["phases"].items()}}
+    if claim(run_dir, record, own=names) == "done":
+        log.info("skipped (finished with this config): %s", run_dir)
+        return read_summary(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    Run(record, run_dir, hydra_record).write_hydra_record()
+    dump_yaml(record, run_dir / CONFIG)
+    init, phases = None, {}
+    for name, overrides in cfg.stage.phases.items():
+        phase = phase_config(cfg, overrides, init)
+        validate(phase)
+        phase_dir = run_dir / name
+        summary = run([Run(OmegaConf.to_container(phase, resolve=True), phase_dir)], progress=progress)[0]
+        if summary["status"] != "completed":
+            raise ConfigError(f"stage.phases.{name}: {summary['status']} after {summary['steps_done']} steps "
+                              f"({summary['final']}); its run folder {phase_dir} is kept")
+        if not summary.get("until_reached"):
+            raise ConfigError(
+                f"stage.phases.{name}: stopped at its cap of steps={phase.steps} ({summary['final']}) before "
+                f"until={dict(phase.until or {})}; its checkpoint is kept in {phase_dir} — continue it there "
+                f"by running the same command with stage.phases.{name}.steps={2 * phase.steps}")
+        phases[name] = summary
+        init = phase_dir / CHECKPOINT
+    return _save_stage_model(cfg, run_dir, init, phases, resolved, record)
+
+
+def phase_config(cfg: DictConfig, overrides: DictConfig, init: Path | None) -> DictConfig:
+    """The run config of one phase: ``cfg`` without its stage, with the phase's overrides."""
+    base = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "stage"])
+    OmegaConf.set_struct(base, False)
+    merged = OmegaConf.merge(base, overrides)
+    if init is not None:
+        merged.task.init = str(init)
+    return merged
+
+
+def _save_stage_model(cfg: DictConfig, run_dir: Path, final_checkpoint: Path, phases: dict, recipe: dict,
+                      record: dict) -> dict:
+    """Saves the stage's final model with its recipe (the resolved config) and writes the stage summary."""
+    save_to = Path(cfg.stage.save_to)
+    save_to.parent.mkdir(parents=True, exist_ok=True)
+    state = torch.load(final_checkpoint, map_location="cpu", weights_only=True)["task"]["model"]
+    tmp = save_to.with_name(save_to.name + ".tmp")
+    final = phases[list(phases)[-1]]["final"]
+    torch.save({"model": state, "recipe": recipe, "metrics": final,
+                "phases": {k: v["final"] for k, v in phases.items()}}, tmp)
+    tmp.replace(save_to)
+    summary = {"status": "completed", "steps_done": sum(p["steps_done"] for p in phases.values()), "final": final,
+               "checkpoint": str(save_to), "phases": phases,
+               "fingerprint": fingerprint(record)}
+    write_json_atomic(run_dir / "summary.json", summary)
+    return summary
+
