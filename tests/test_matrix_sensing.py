@@ -13,11 +13,11 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from samrepro.cli import CONF_MODULE, execute
+from samrepro import runner
+from samrepro.cli import CONF_MODULE, multirun
 from samrepro.config import ConfigError
 from samrepro.records import read_summary
 from samrepro.sharpness import dense_hessian
-from samrepro.sweep import run_jobs
 from samrepro.tasks import Task, build
 
 TINY = {"d": 6, "r": 2, "m": 24, "data_seed": 3}
@@ -122,11 +122,11 @@ def test_batched_sweep_equals_runs_one_by_one(tmp_path):
     runs = [{"opt": opt, "lr": 0.05, "rho": rho, "seed": seed}
             for opt, rho, seed in (("gd", 0.0, 0), ("sam", 0.1, 1), ("usam", 0.01, 2), ("usam", 20.0, 0))]
     batched = [tmp_path / f"batched{i}" for i in range(len(runs))]
-    summaries = execute(base, runs, batched, progress=False)
+    summaries = runner.run([runner.Run.of(base, d, **run) for run, d in zip(runs, batched)])
     assert [s["status"] for s in summaries] == ["completed"] * 3 + ["diverged"]
     for i, run in enumerate(runs):
         alone = tmp_path / f"alone{i}"
-        assert execute(base, [run], [alone], progress=False)[0]["status"] == summaries[i]["status"]
+        assert runner.run([runner.Run.of(base, alone, **run)])[0]["status"] == summaries[i]["status"]
         rows_batched, rows_alone = read_rows(batched[i]), read_rows(alone)
         assert [r["step"] for r in rows_batched] == [r["step"] for r in rows_alone]
         for rb, ra in zip(rows_batched, rows_alone, strict=True):
@@ -139,8 +139,7 @@ def test_end_to_end_through_the_sweep_runner(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shared = ["task=matrix_sensing", *(f"task.{k}={v}" for k, v in TINY.items()), "task.sharpness_every=10",
               "steps=25", "log_every=5", "lr=0.05", "name=ms_tiny"]
-    jobs = [[*shared, f"opt={o}", "rho=0.05"] for o in ("gd", "sam", "usam")]
-    run_dirs = run_jobs(jobs)
+    run_dirs = multirun([*shared, "opt=gd,sam,usam", "rho=0.05"])
     for run_dir in run_dirs:
         rows = read_rows(run_dir)
         assert list(rows[0]) == ["step", "train_loss", "test_loss", "lambda_max"]
@@ -157,7 +156,7 @@ def test_cli_runs_one_configuration(tmp_path):
     result = subprocess.run([*cli, *tiny, "opt=usam", "rho=0.01", "lr=0.05", "steps=10", "log_every=5"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    (run_dir,) = (tmp_path / "runs" / "matrix_sensing").iterdir()
+    (run_dir,) = (tmp_path / "runs" / "adhoc").iterdir()
     rows = read_rows(run_dir)
     assert list(rows[0]) == ["step", "train_loss", "test_loss"] and len(rows) == 3
     assert [int(r["step"]) for r in rows] == [0, 5, 10]

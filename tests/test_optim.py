@@ -152,3 +152,39 @@ def test_quadratic_closed_form_gradient_matches_autograd():
 def test_unknown_rule_is_rejected_with_the_allowed_names():
     with pytest.raises(ValueError, match="opt=adam: unknown optimizer; allowed: gd, sam, usam, gd_ascent"):
         SAM(quadratic().init_params([0]), "adam", 0.1, 0.1, config_dim=True)
+
+
+def test_batched_gd_ascent_agrees_with_unbatched_at_a_stationary_point():
+    """At g = 0 the normalized gradient's derivative is taken as 0 (the norm's subgradient), batched too."""
+    batched = Quadratic(LAM.tolist(), [0.0, 0.0, 0.0], 2, CPU)
+    opt = SAM(batched.init_params([0, 1]), "gd_ascent", 0.1, 0.05, config_dim=True)
+    opt.step(lambda p, pert: batched.loss(p, None, pert))
+    w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    alone = SAM([w], "gd_ascent", 0.1, 0.05)
+    alone.step(lambda p, pert: (0.5 * (torch.tensor(LAM) * p[0] ** 2).sum()).reshape(1))
+    assert torch.equal(opt.params[0].detach(), torch.zeros(2, 3, dtype=torch.float64))
+    assert torch.equal(w.detach(), torch.zeros(3, dtype=torch.float64))
+
+
+def test_gd_ascent_refuses_a_loss_that_ignores_the_parameters_it_is_passed():
+    model = torch.nn.Linear(3, 1)
+    x, y = torch.randn(8, 3), torch.randn(8, 1)
+    opt = SAM(list(model.parameters()), "gd_ascent", 0.1, 0.05)
+    with pytest.raises(ValueError, match="ignores the parameters it is passed"):
+        opt.step(lambda params, perturbed: torch.nn.functional.mse_loss(model(x), y).reshape(1))
+    names = [n for n, _ in model.named_parameters()]
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.step(lambda params, perturbed: torch.nn.functional.mse_loss(
+        torch.func.functional_call(model, dict(zip(names, params)), (x,)), y).reshape(1))
+    assert not torch.equal(before[0], model.weight.detach())
+
+
+def test_a_frozen_configuration_is_left_as_it_is_even_with_a_non_finite_gradient():
+    task = quadratic(2)
+    opt = SAM(task.init_params([0, 0]), "sam", 0.1, 0.1, config_dim=True)
+    opt.frozen = torch.tensor([False, True])
+    before = opt.params[0].detach().clone()
+    opt.step(lambda p, pert: task.loss(p, None, pert),
+             lambda p, pert: (task.loss(p, None, pert).detach(), [torch.stack([p[0][0] * 0 + 1, p[0][1] * float("nan")])]))
+    after = opt.params[0].detach()
+    assert torch.equal(after[1], before[1]) and not torch.equal(after[0], before[0]) and after.isfinite().all()

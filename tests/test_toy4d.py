@@ -108,13 +108,14 @@ def test_geometric_lr_schedule():
 
 
 def test_batched_run_writes_the_run_folder_schema(tmp_path):
-    """A batched run (full-batch SAM and GD, annealed η) through the CLI's execute: CSV columns and rows."""
+    """A batched run (full-batch SAM and GD, annealed η) through the runner: CSV columns and rows."""
     import csv
     import json
 
     from hydra import compose, initialize_config_module
 
-    from samrepro.cli import CONF_MODULE, execute
+    from samrepro import runner
+    from samrepro.cli import CONF_MODULE
     from samrepro.config import validate
 
     with initialize_config_module(version_base="1.3", config_module=CONF_MODULE):
@@ -123,7 +124,7 @@ def test_batched_run_writes_the_run_folder_schema(tmp_path):
     validate(cfg)
     runs = [{"opt": "sam", "lr": 0.01, "rho": 0.5, "seed": 0},
             {"opt": "gd", "lr": 0.01, "rho": 0.0, "seed": 0}]
-    execute(cfg, runs, [tmp_path / "sam", tmp_path / "gd"], progress=False)
+    runner.run([runner.Run.of(cfg, tmp_path / r["opt"], **r) for r in runs])
     with open(tmp_path / "sam" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["step", "x0", "x1", "y0", "y1", "loss", "lambda_max", "lambda_min", "trace",

@@ -1,0 +1,113 @@
+"""Runs you can trust (DESIGN §3): a run folder knows its config, nothing else is deleted or mislabelled,
+open files stay bounded, and a diverging configuration never disturbs the others of its batch."""
+
+import csv
+import json
+import resource
+
+import pytest
+from hydra import compose as hydra_compose
+from hydra import initialize_config_module
+
+from samrepro import runner
+from samrepro.config import ConfigError
+from samrepro.records import claim, collect, fingerprint, run_folders
+from samrepro.runner import Run
+
+
+def compose(*overrides):
+    with initialize_config_module(version_base="1.3", config_module="samrepro.conf"):
+        return hydra_compose("config", overrides=["progress=false", *overrides])
+
+
+def rows(run_dir):
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_a_finished_folder_is_reused_only_for_its_own_config(tmp_path):
+    cfg = compose("task=quadratic", "steps=20", "log_every=5")
+    first = runner.run([Run.of(cfg, tmp_path)])[0]
+    assert first["fingerprint"] == fingerprint(Run.of(cfg, tmp_path).config)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert runner.run([Run.of(cfg, tmp_path, threads=1, progress=True)])[0] == first  # no result key changed
+    other = compose("task=quadratic", "task.eigenvalues=[3.0,1.0]", "steps=20", "log_every=5")
+    with pytest.raises(ConfigError) as err:
+        runner.run([Run.of(other, tmp_path)])
+    message = str(err.value)
+    assert "\n" not in message and str(tmp_path) in message
+    assert "task.eigenvalues: [4.0, 1.0] → [3.0, 1.0]" in message and "left as it was" in message
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+def test_a_folder_with_foreign_files_is_refused_and_untouched(tmp_path):
+    (tmp_path / "thesis.tex").write_text("mine")
+    with pytest.raises(ConfigError, match=r"holds files samrepro did not write \(thesis.tex\)"):
+        runner.run([Run.of(compose("task=quadratic", "steps=2"), tmp_path)])
+    assert [p.name for p in tmp_path.iterdir()] == ["thesis.tex"]
+
+
+def test_claim_says_what_a_folder_may_be_used_for(tmp_path):
+    cfg = Run.of(compose("task=quadratic", "steps=4"), tmp_path).config
+    assert claim(tmp_path / "absent", cfg) == "new"
+    assert claim(tmp_path, cfg) == "new"  # empty
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "completed"}))
+    with pytest.raises(ConfigError, match="without samrepro's config record"):
+        claim(tmp_path, cfg)
+
+
+def test_gd_runs_once_per_config_whatever_rho(tmp_path):
+    cfg = compose("task=quadratic", "steps=10", "log_every=5")
+    runs = [Run.of(cfg, tmp_path / f"gd{rho}", opt="gd", rho=rho) for rho in (0.0, 0.1, 0.2)]
+    first, *copies = runner.run(runs)
+    assert "same_as" not in first
+    for run, summary in zip(runs[1:], copies):
+        assert summary["same_as"] == str(runs[0].dir) and summary["rho"] == run.config["rho"]
+        assert (run.dir / "metrics.csv").read_bytes() == (runs[0].dir / "metrics.csv").read_bytes()
+        assert summary["fingerprint"] == fingerprint(run.config) != first["fingerprint"]
+    assert runner.run(runs) == [first, *copies]  # all three are finished now: skipped
+
+
+def test_open_files_stay_bounded_in_a_2000_configuration_batch(tmp_path):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    cfg = compose("task=quadratic", "steps=20", "log_every=2")
+    runs = [Run.of(cfg, tmp_path / str(i), lr=0.01 + 0.0001 * i) for i in range(2000)]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        summaries = runner.run(runs)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert len(summaries) == 2000 and all(s["status"] == "completed" for s in summaries)
+    assert len(run_folders(tmp_path)) == 2000 and len(rows(tmp_path / "1999")) == 1 + 11
+
+
+BATCHABLE = {
+    "quadratic": [],
+    "single_neuron": [],
+    "toy4d": [],
+    "matrix_sensing": ["task.d=6", "task.r=1", "task.sharpness_every=2"],
+    "sparse_coding": ["task.d=20", "task.n_train=30", "task.n_test=200"],
+}
+
+
+@pytest.mark.parametrize("task", sorted(BATCHABLE))
+def test_a_diverging_configuration_leaves_its_batch_as_each_run_alone(task, tmp_path):
+    cfg = compose(f"task={task}", *BATCHABLE[task], "steps=6", "log_every=2")
+    configs = [dict(opt="sam", lr=0.01, rho=0.05), dict(opt="gd", lr=1e300), dict(opt="usam", lr=0.02, rho=0.1)]
+    batched = runner.run([Run.of(cfg, tmp_path / f"batch{i}", **c) for i, c in enumerate(configs)])
+    assert [s["status"] for s in batched] == ["completed", "diverged", "completed"]
+    for i, c in enumerate(configs):
+        alone = runner.run([Run.of(cfg, tmp_path / f"alone{i}", **c)])[0]
+        assert (alone["status"], alone.get("diverged_at")) == (batched[i]["status"], batched[i].get("diverged_at"))
+        got, want = rows(tmp_path / f"batch{i}"), rows(tmp_path / f"alone{i}")
+        assert len(got) == len(want)
+        for g, w in zip(got[1:], want[1:]):
+            assert [float(x) for x in g] == pytest.approx([float(x) for x in w], rel=1e-9, abs=1e-12, nan_ok=True)
+
+
+def test_collect_reads_each_runs_own_config_and_skips_a_stage_folder(tmp_path):
+    cfg = compose("task=single_neuron", "steps=4", "log_every=2")
+    runner.run([Run.of(cfg, tmp_path / "stage" / "phase", opt="gd")])
+    (tmp_path / "stage" / "summary.json").write_text(json.dumps({"status": "completed"}))  # a stage's own
+    df = collect(run_folders(tmp_path))
+    assert set(df.run) == {"phase"} and set(df["opt.name"]) == {"gd"} and len(df) == 3
