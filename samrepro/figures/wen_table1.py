@@ -24,18 +24,12 @@ import torch
 
 from samrepro import sharpness, theory
 from samrepro.figures import Claim, Figure, save
-from samrepro.tasks.toy4d import factors
 
 RHOS = (0.1, 0.01, 0.001)
 TOLERANCE = 0.01  # relative error of R^max/ρ², R^asc/ρ² at the smallest ρ against the limit
 MC_SAMPLES = 100_000  # directions for R^avg
 MC_Z = 3.0  # R^avg/ρ² must lie within 3 Monte Carlo standard errors of Tr/(2D)
 KINDS = {"max": "worst direction → λ1/2", "asc": "ascent direction → λ_min/2", "avg": "average → Tr/(2D)"}
-
-
-def toy4d_loss(w: torch.Tensor) -> torch.Tensor:
-    f0, f1 = factors(w[:, :2])
-    return f0 * w[:, 2] ** 2 + f1 * w[:, 3] ** 2
 
 
 class QuadraticManifold:
@@ -62,9 +56,9 @@ class QuadraticManifold:
 
 def measurement_points() -> list[tuple[str, str, object, torch.Tensor]]:
     """(loss name, point label, loss, point on Γ)."""
-    points = [("toy4d", f"x=({a:.3g}, {b:.3g})", toy4d_loss,
-               torch.tensor([a, b, 0.0, 0.0], dtype=torch.float64))
-              for a, b in ((0.0, 0.0), (1.0, 1.0), (0.8, 1 / 7), (0.5, 0.5))]
+    toy_points = [*theory.TOY4D_LIMITS.values(), (0.5, 0.5)]  # the three limits of Fig. 1 and its start
+    points = [("toy4d", f"x=({a:.3g}, {b:.3g})", theory.toy4d_loss,
+               torch.tensor([a, b, 0.0, 0.0], dtype=torch.float64)) for a, b in toy_points]
     manifold = QuadraticManifold()
     gen = torch.Generator().manual_seed(1)
     for i in range(3):
@@ -129,8 +123,6 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
 
 
 def claims(df: pd.DataFrame) -> list[Claim]:
-    if df.empty:
-        return [Claim("Table 1 limits", "λ1/2, λ_min/2, Tr/(2D)", "not run", "", None)]
     small = df[df.rho == df.rho.min()]
     out = []
     for kind, title in KINDS.items():
