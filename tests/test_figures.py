@@ -1,11 +1,14 @@
-"""Theory formulas, the figure registry, and `samrepro-figs` end to end on the cheapest figure."""
+"""Theory formulas, the figure registry, settings read back from a figure's columns, and `samrepro-figs`
+end to end on the cheapest figure."""
+
+import io
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from samrepro import theory
-from samrepro.figures import registry
+from samrepro.figures import columns, registry
 from samrepro.figures.make import main as make_figs
 
 
@@ -22,6 +25,30 @@ def test_eq3_bound_is_the_fixed_point_of_its_recursion():
     bias = theory.sam_loss_bound(lr, rho, alpha, beta, t=np.inf, loss0=1.0)
     q = alpha * lr * (2 - lr * beta)
     assert bias == pytest.approx((1 - q) * bias + lr**2 * beta**3 * rho**2 / 2)
+
+
+def runs_frame(**task) -> pd.DataFrame:
+    """Two runs' config columns as a CSV stores them: lists as strings, null as NaN."""
+    cols = {f"task.{k}": [v, v] for k, v in task.items()}
+    return pd.DataFrame({**cols, "seed": [0, 0], "lr": [0.1, 0.2]})
+
+
+def test_settings_are_read_back_from_the_collected_columns():
+    csv = runs_frame(name="matrix_sensing", eigen="[4.0, 0.5]", m=None).to_csv(index=False)
+    df = pd.read_csv(io.StringIO(csv))
+    assert columns.setting(df, "task.eigen") == [4.0, 0.5] and columns.setting(df, "task.m") is None
+    assert columns.setting(df, "seed") == 0 and type(columns.setting(df, "seed")) is int
+    with pytest.raises(ValueError, match="lr differs"):
+        columns.setting(df, "lr")
+    assert dict(columns.task_config(df)) == {"name": "matrix_sensing", "eigen": [4.0, 0.5], "m": None}
+
+
+def test_sharpness_at_init_is_the_top_hessian_eigenvalue_of_the_runs_task():
+    quadratic = runs_frame(name="quadratic", eigenvalues="[4.0, 1.0, 0.25]", init="[1.0, 1.0, 1.0]")
+    assert columns.sharpness_at_init(quadratic) == pytest.approx(4.0, rel=1e-12)
+    # ½(xy)² at (5, 7): ∇²L = [[y², 2xy], [2xy, x²]] = [[49, 70], [70, 25]], λ_max = 37 + √(12² + 70²)
+    neuron = runs_frame(name="single_neuron", loss="square", init="[5.0, 7.0]")
+    assert columns.sharpness_at_init(neuron) == pytest.approx(37 + np.hypot(12, 70), rel=1e-12)
 
 
 def test_registry_has_the_foundation_figures():

@@ -14,6 +14,7 @@ import pandas as pd
 
 from samrepro import theory
 from samrepro.figures import Claim, Figure, final_rows, save
+from samrepro.figures.columns import setting
 from samrepro.tasks.single_neuron import LOSSES
 
 COLORS = {"gd": "tab:gray", "sam": "tab:blue", "usam": "tab:orange"}
@@ -52,10 +53,10 @@ def limit_claims(final: pd.DataFrame, label: str) -> list[Claim]:
 
 
 def draw(df: pd.DataFrame, stem: Path) -> None:
-    lr, rho = df.lr.iloc[0], df.rho.iloc[0]
+    lr, rho = setting(df, "lr"), setting(df, "rho")
     fig, (ax, ax_t) = plt.subplots(1, 2, figsize=(11, 4.6), gridspec_kw={"width_ratios": [1.1, 1]})
     xs, ys = np.meshgrid(np.linspace(-2.5, 2.5, 300), np.linspace(-0.3, 7, 300))
-    ell = LOSSES[df["task.loss"].iloc[0]][0]
+    ell = LOSSES[setting(df, "task.loss")][0]
     import torch
 
     z = ell(torch.from_numpy(xs * ys)).numpy()
@@ -69,7 +70,8 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
         y2u = float(theory.usam_limit_y2(lr, rho))
         a.axhline(np.sqrt(y2u) if a is ax else y2u, ls=":", color="tab:red", lw=1,
                   label=r"$y^2=\tilde y^2_{\rm USAM}$ (eq. 7)")
-    ax.plot([2], [np.sqrt(40)], "ko", ms=5)
+    x0, y0 = setting(df, "task.init")
+    ax.plot([x0], [y0], "ko", ms=5)
     ax.set(xlabel="x", ylabel="y", title=rf"trajectories, $\eta$={lr:g}, $\rho$={rho:g}")
     ax.legend(fontsize=8, loc="upper left")
     ax_t.set(xscale="log", yscale="log", xlabel="step", ylabel=r"$y_t^2$", title="drift along the minima")
@@ -79,7 +81,7 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
 
 
 def claims(df: pd.DataFrame) -> list[Claim]:
-    return limit_claims(final_rows(df), "η=0.4, ρ=0.1")
+    return limit_claims(final_rows(df), f"η={setting(df, 'lr'):g}, ρ={setting(df, 'rho'):g}")
 
 
 FIGURE = Figure("dai_fig4", "ℓ(xy) trajectories of GD, SAM, USAM", draw, claims,
