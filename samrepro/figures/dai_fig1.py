@@ -55,7 +55,7 @@ def calibration_claim(df: pd.DataFrame, lr: float, lam0: float) -> Claim:
 
 
 def draw(df: pd.DataFrame, stem: Path) -> None:
-    lr = df.lr.iloc[0]
+    lr = setting(df, "lr")
     gd = gd_path(df)
     rhos = sorted(df.rho.unique())
     colors = {rho: plt.cm.viridis(i / max(1, len(rhos) - 1)) for i, rho in enumerate(rhos)}

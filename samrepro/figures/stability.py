@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from samrepro import theory
 from samrepro.figures import Claim, Figure, final_rows, save
-from samrepro.figures.columns import sharpness_at_init, task_config
+from samrepro.figures.columns import setting, sharpness_at_init, task_config
 
 
 def first_diverging_lr(final: pd.DataFrame) -> pd.Series:
@@ -46,7 +46,7 @@ def draw_phase_diagram(df: pd.DataFrame, stem: Path, lam: float, title: str, log
     axes[0].set_ylabel("ρ")
     axes[0].legend(fontsize=8, loc="upper right")
     fig.colorbar(image, ax=axes, label="log10 final loss", shrink=0.9)
-    fig.suptitle(f"{title}; λ = {lam:.4g}, {int(df.steps.iloc[0]):,} steps")
+    fig.suptitle(f"{title}; λ = {lam:.4g}, {setting(df, 'steps'):,} steps")
     save(fig, stem)
 
 

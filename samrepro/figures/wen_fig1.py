@@ -125,7 +125,7 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     ax.legend(fontsize=6)
     fig.suptitle("Wen et al. Fig. 1 on the 4D toy: full-batch SAM → argmin $F_0$, GD on $L^{asc}$ → argmin "
                  f"$F_1$, SAM (batch 1) → argmin $F_0+F_1$  (headline: η={HEADLINE['lr']:g} annealed, "
-                 f"ρ={HEADLINE['rho']:g}, {int(df.steps.iloc[0]):,} steps)")
+                 f"ρ={HEADLINE['rho']:g}, {setting(df, 'steps'):,} steps)")
     save(fig, stem)
 
 

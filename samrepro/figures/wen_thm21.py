@@ -46,8 +46,8 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     ax_f.plot(grid, theory.sam_quadratic_limit_norm(grid, 1.0, 1.0), "k--", lw=0.8, label="ηλ1/(2−ηλ1)")
     ax_f.set(xlabel="ηλ1", ylabel="‖x∞‖/ρ", title="limit norm")
     ax_f.legend(fontsize=8)
-    fig.suptitle(f"Wen et al. Thm 21: SAM on ½xᵀAx, A = diag{df['task.eigenvalues'].iloc[0]}, "
-                 f"{int(df.steps.iloc[0]):,} steps")
+    fig.suptitle(f"Wen et al. Thm 21: SAM on ½xᵀAx, A = diag{setting(df, 'task.eigenvalues')}, "
+                 f"{setting(df, 'steps'):,} steps")
     fig.tight_layout()
     save(fig, stem)
 
