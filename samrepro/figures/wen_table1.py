@@ -28,6 +28,8 @@ from samrepro.figures import Claim, Figure, save
 RHOS = (0.1, 0.01, 0.001)
 TOLERANCE = 0.01  # relative error of R^max/ρ², R^asc/ρ² at the smallest ρ against the limit
 MC_SAMPLES = 100_000  # directions for R^avg
+STARTS, ITERS = 16, 120  # Adam over the sphere for R^max and R^asc: random starts, iterations each
+RADIUS = 1e-3  # R^asc is minimized over x′ = x + r·u with r = RADIUS·ρ
 MC_Z = 3.0  # R^avg/ρ² must lie within 3 Monte Carlo standard errors of Tr/(2D)
 KINDS = {"max": "worst direction → λ1/2", "asc": "ascent direction → λ_min/2", "avg": "average → Tr/(2D)"}
 
@@ -75,9 +77,9 @@ def compute() -> pd.DataFrame:
         eigenvalues = torch.linalg.eigvalsh(sharpness.dense_hessian(lambda p, f=loss: f(p[0]), [x[None]])[0])
         limits = theory.limiting_regularizers(eigenvalues.numpy())
         for rho in RHOS:
-            kw = {"starts": 16, "iters": 120, "generator": gen}
+            kw = {"starts": STARTS, "iters": ITERS, "generator": gen}
             r_max = sharpness.worst_direction_sharpness(loss, x, rho, **kw)
-            r_asc = sharpness.ascent_direction_sharpness(loss, x, rho, radius=1e-3 * rho, **kw)
+            r_asc = sharpness.ascent_direction_sharpness(loss, x, rho, radius=RADIUS * rho, **kw)
             r_avg, se = sharpness.average_direction_sharpness(loss, x, rho, samples=MC_SAMPLES, generator=gen)
             rows.append({"loss": loss_name, "point": label, "rho": rho, "D": x.numel(),
                          "max": float(r_max) / rho**2, "asc": float(r_asc) / rho**2,
@@ -143,8 +145,9 @@ def claims(df: pd.DataFrame) -> list[Claim]:
 
 FIGURE = Figure("wen_table1", "limiting regularizers of Table 1, measured", draw, claims, compute=compute,
                 notes="Measured, not trained (the Figure supplies its own DataFrame through `compute`). "
-                      f"ρ ∈ {RHOS}; R^max over the sphere and R^asc over x′ = x + 1e-3·ρ·u by Adam from 16 "
-                      "random starts (120 iterations); R^avg with 100,000 antithetic Monte Carlo directions. "
-                      "Tolerance at the smallest ρ: 1% relative error (max, asc; the optimizer's accuracy), "
-                      "3 Monte Carlo standard errors (avg). R^asc needs r/ρ → 0: its first-order term "
-                      "ρ‖∇L(x′)‖ adds O(r/ρ) to R^asc/ρ².")
+                      f"ρ ∈ {RHOS}; R^max over the sphere and R^asc over x′ = x + {RADIUS:g}·ρ·u by Adam from "
+                      f"{STARTS} random starts ({ITERS} iterations); R^avg with {MC_SAMPLES:,} antithetic Monte "
+                      "Carlo directions. "
+                      f"Tolerance at the smallest ρ: {TOLERANCE:.0%} relative error (max, asc; the optimizer's "
+                      f"accuracy), {MC_Z:g} Monte Carlo standard errors (avg). R^asc needs r/ρ → 0: its "
+                      "first-order term ρ‖∇L(x′)‖ adds O(r/ρ) to R^asc/ρ².")
