@@ -1,10 +1,12 @@
-"""Sharpness measurements: Hessian spectra of small problems, top eigenvalue and trace of large ones.
+"""Sharpness measurements: Hessians of small problems, the top eigenvalue of large ones, and the
+worst-, ascent- and average-direction sharpness of Wen et al. Table 1.
 
-All functions take ``loss_fn(params) -> losses`` (shape [C] with a configuration dimension) and
-return one value per configuration.
+The Hessian functions take ``loss_fn(params) -> losses`` (shape [C] with a configuration dimension)
+and return one value per configuration.
   * small problems: the dense Hessian by torch.func (forward-over-reverse, vmapped over a basis);
-  * large problems: Hessian-vector products by double backward, with power iteration for λ_max and
-    Hutchinson's estimator for the trace.
+  * large problems: Hessian-vector products by double backward, with power iteration for λ_max along
+    training runs (one fixed start vector for every configuration) and Lanczos for one-off
+    measurements (exact once its iterations reach the parameter count).
 """
 
 from __future__ import annotations
@@ -75,17 +77,6 @@ def top_eigenvalue(loss_fn: LossFn, params: Sequence[Tensor], *, config_dim: boo
     return eigenvalue.detach()
 
 
-def hutchinson_trace(loss_fn: LossFn, params: Sequence[Tensor], *, config_dim: bool = True,
-                     samples: int = 100, generator: torch.Generator | None = None) -> Tensor:
-    """Tr ∇²L ≈ mean of vᵀ∇²L v over Rademacher vectors v (Hutchinson's estimator)."""
-    hvp = hvp_operator(loss_fn, params)
-    total = 0.0
-    for _ in range(samples):
-        v = [(torch.randint(0, 2, p.shape, generator=generator) * 2 - 1).to(p) for p in params]
-        total = total + config_dot(v, hvp(v), config_dim)
-    return (total / samples).detach()
-
-
 def _flat_operator(loss_fn: LossFn, params: Sequence[Tensor], config_dim: bool):
     """The HVP as a map on flat vectors [C, D] (C = 1 without a configuration dimension)."""
     hvp = hvp_operator(loss_fn, params)
@@ -129,11 +120,6 @@ def lanczos_top_eigenvalue(loss_fn: LossFn, params: Sequence[Tensor], *, config_
         t = t + off + off.transpose(1, 2)
     top = torch.linalg.eigvalsh(t)[:, -1]
     return top if config_dim else top[0]
-
-
-def hessian_eigh(loss_fn: LossFn, params: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-    """(eigenvalues ascending [C, D], eigenvectors [C, D, D]) of the dense Hessian (small problems)."""
-    return torch.linalg.eigh(dense_hessian(loss_fn, params))
 
 
 def optimize_on_sphere(f: Callable[[Tensor], Tensor], dim: int, *, maximize: bool, starts: int = 64,

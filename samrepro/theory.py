@@ -29,7 +29,8 @@ def usam_max_lr(lam1, rho):
 
 
 def gd_max_lr(lam1):
-    """GD (and, by Dai et al. Thm 1, SAM for every ρ) is stable on a β-smooth loss iff η < 2/β."""
+    """GD (and, by Dai et al. Thm 1, SAM for every ρ) is stable on a β-smooth loss iff η < 2/β; read the
+    other way, at step size η the sharpness must stay below 2/η."""
     return 2.0 / lam1
 
 
@@ -44,6 +45,12 @@ def sam_loss_bound(lr, rho, alpha, beta, t, loss0):
 def usam_factorization_min_rho(lr):
     """Dai et al. Thm 2 / Thm 15: on ½(xy)² with η = 1/(x0² + y0²), USAM diverges once ρ ≥ 15η."""
     return 15 * np.asarray(lr, dtype=float)
+
+
+def sam_factorization_radius(rho):
+    """Dai et al. Thm 2 / Thm 12: SAM on ½(xy)² (from 2x0 > y0 > x0 ≫ 0, η = 1/(x0² + y0²)) ends with
+    |x|, |y| ≤ 5ρ."""
+    return 5 * np.asarray(rho, dtype=float)
 
 
 def ahn_gd_threshold(d):
@@ -66,13 +73,47 @@ def usam_min_rho(lr, lam1):
     return (2.0 / (np.asarray(lr, dtype=float) * lam1) - 1.0) / lam1
 
 
-# Wen et al. 2023, the 4D toy of Fig. 1: limiting flows on Γ = {y = 0}, where the Hessian's non-zero
-# eigenvalues are 2F0 > 2F1 with F0 = x0² + 6x1² + 8, F1 = 4(1 − x0)² + (1 − x1)² + 1.
+# Wen et al. 2023, the 4D toy of Fig. 1: L(x, y) = F0(x)·y0² + F1(x)·y1² with
+# F_k(x) = a_k(x0 − c_k)² + b_k(x1 − c_k)² + e_k, i.e. F0 = x0² + 6x1² + 8, F1 = 4(1 − x0)² + (1 − x1)² + 1.
+TOY4D_FACTORS = ((1.0, 6.0, 0.0, 8.0), (4.0, 1.0, 1.0, 1.0))  # (a_k, b_k, c_k, e_k), k = 0, 1
+
+
+def toy4d_factors(x):
+    """(F0(x), F1(x)) of Wen et al. Fig. 1 for x of shape [..., 2] (a NumPy array or a torch tensor)."""
+    x0, x1 = x[..., 0], x[..., 1]
+    return tuple(a * (x0 - c) ** 2 + b * (x1 - c) ** 2 + e for a, b, c, e in TOY4D_FACTORS)
+
+
+def toy4d_loss(w):
+    """L(x, y) = F0(x)·y0² + F1(x)·y1² of Wen et al. Fig. 1, w = (x0, x1, y0, y1) of shape [..., 4]."""
+    f0, f1 = toy4d_factors(w[..., :2])
+    return f0 * w[..., 2] ** 2 + f1 * w[..., 3] ** 2
+
+
+def toy4d_weighted_argmin(w0, w1):
+    """argmin_x w0·F0(x) + w1·F1(x) (each F_k separable and quadratic in x)."""
+    (a0, b0, c0, _), (a1, b1, c1, _) = TOY4D_FACTORS
+    return ((w0 * a0 * c0 + w1 * a1 * c1) / (w0 * a0 + w1 * a1),
+            (w0 * b0 * c0 + w1 * b1 * c1) / (w0 * b0 + w1 * b1))
+
+
+# Limiting flows on Γ = {y = 0}, where the Hessian's non-zero eigenvalues are 2F0 > 2F1 (on [0, 1]²).
 TOY4D_LIMITS = {
-    "sam": (0.0, 0.0),  # Thm 8 / eq. (6): argmin λ1 = argmin F0
-    "gd_ascent": (1.0, 1.0),  # Thm 13 (Table 1): argmin λ_min = argmin F1
-    "sam_bs1": (0.8, 1.0 / 7.0),  # Thm 11 / eq. (8): argmin Tr = argmin F0 + F1
+    "sam": toy4d_weighted_argmin(1.0, 0.0),  # Thm 8 / eq. (6): argmin λ1 = argmin F0
+    "gd_ascent": toy4d_weighted_argmin(0.0, 1.0),  # Thm 13 (Table 1): argmin λ_min = argmin F1
+    "sam_bs1": toy4d_weighted_argmin(1.0, 1.0),  # Thm 11 / eq. (8): argmin Tr = argmin F0 + F1
 }
+
+
+def toy4d_sam_bs1_cycle_limit(lr, iters: int = 200):
+    """Where SAM with batch size 1 on the 4D toy stops at a finite constant η (our analysis, not the
+    paper's): in its 2-cycle the step on L_k = 2F_k·y_k² weights F_k by (2/(2 − 4ηF_k))², so x settles at
+    the fixed point of x = argmin_x Σ_k (2/(2 − 4ηF_k(x)))²·F_k(x). → argmin F0 + F1 as η → 0."""
+    x = np.asarray(TOY4D_LIMITS["sam_bs1"], dtype=float)
+    for _ in range(iters):
+        w0, w1 = ((2 / (2 - 4 * lr * f)) ** 2 for f in toy4d_factors(x))
+        x = np.array(toy4d_weighted_argmin(w0, w1))
+    return x
 
 
 def sam_quadratic_limit_norm(lr, rho, lam1):

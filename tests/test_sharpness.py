@@ -31,8 +31,7 @@ def test_dense_hessian_is_the_matrix():
     loss, params, a, lam = random_quadratic(SPECTRA)
     h = sharpness.dense_hessian(loss, params)
     torch.testing.assert_close(h, a)
-    values, _ = sharpness.hessian_eigh(loss, params)
-    torch.testing.assert_close(values, lam.sort(dim=1).values)
+    torch.testing.assert_close(torch.linalg.eigvalsh(h), lam.sort(dim=1).values)
 
 
 def test_lanczos_and_power_find_the_top_eigenvalue():
@@ -52,16 +51,6 @@ def test_lanczos_without_config_dim():
     value = sharpness.lanczos_top_eigenvalue(lambda p: loss([p[0][None]])[0], unbatched, config_dim=False,
                                              iters=10)
     assert value.shape == () and value.item() == pytest.approx(5.0, rel=1e-10)
-
-
-def test_hutchinson_trace_within_its_standard_error():
-    loss, params, a, lam = random_quadratic(SPECTRA)
-    samples = 4000
-    gen = torch.Generator().manual_seed(2)
-    est = sharpness.hutchinson_trace(loss, params, samples=samples, generator=gen)
-    off = a - torch.diag_embed(torch.diagonal(a, dim1=1, dim2=2))
-    se = (2 * off.square().sum((1, 2)) / samples).sqrt()  # Rademacher: Var vᵀAv = 2 Σ_{i≠j} A_ij²
-    assert ((est - lam.sum(1)).abs() <= 5 * se).all()
 
 
 def test_table1_regularizers_on_a_quadratic_with_a_flat_direction():

@@ -1,9 +1,11 @@
 """The 4D toy of Wen et al. Fig. 1: closed forms against autograd, per-example losses, short runs."""
 
+import numpy as np
+import pytest
 import torch
 from omegaconf import OmegaConf
 
-from samrepro import sharpness, tasks
+from samrepro import sharpness, tasks, theory
 from samrepro.config import ConfigError
 from samrepro.optim import SAM
 from samrepro.tasks.toy4d import closed_form_hessian
@@ -43,6 +45,40 @@ def test_hand_computed_values_and_manifold_metrics():
     # on Γ the Hessian is diag(0, 0, 2F0, 2F1)
     h = closed_form_hessian(torch.tensor([[0.0, 0.0, 0.0, 0.0]], dtype=torch.float64))
     torch.testing.assert_close(h[0], torch.diag(torch.tensor([0.0, 0.0, 16.0, 12.0], dtype=torch.float64)))
+
+
+def test_the_one_f0_f1_is_wen_fig1s_and_the_tasks():
+    """theory.toy4d_factors is Wen et al.'s F0 = x0² + 6x1² + 8, F1 = 4(1 − x0)² + (1 − x1)² + 1 (by hand at
+    two points), the task's loss, and the non-zero eigenvalues 2F0, 2F1 of its closed-form Hessian on Γ."""
+    assert theory.toy4d_factors(np.array([0.0, 0.0])) == (8.0, 4.0 + 1.0 + 1.0)
+    assert theory.toy4d_factors(np.array([1.0, 0.5])) == (1.0 + 1.5 + 8.0, 0.0 + 0.25 + 1.0)
+    task = build()
+    (w,) = random_points()
+    torch.testing.assert_close(theory.toy4d_loss(w), task.loss([w]))
+    on_gamma = torch.cat([w[:, :2], torch.zeros_like(w[:, :2])], dim=1)
+    f0, f1 = theory.toy4d_factors(w[:, :2])
+    torch.testing.assert_close(closed_form_hessian(on_gamma),
+                               torch.diag_embed(torch.stack([0 * f0, 0 * f0, 2 * f0, 2 * f1], dim=1)))
+
+
+def test_predicted_limits_minimize_f0_f1_and_their_sum():
+    x = torch.tensor([theory.TOY4D_LIMITS[k] for k in ("sam", "gd_ascent", "sam_bs1")], dtype=torch.float64,
+                     requires_grad=True)
+    f0, f1 = theory.toy4d_factors(x)
+    objective = f0[0] + f1[1] + (f0[2] + f1[2])  # F0 at the first, F1 at the second, F0 + F1 at the third
+    (grad,) = torch.autograd.grad(objective, x)
+    torch.testing.assert_close(grad, torch.zeros_like(grad))
+    assert theory.TOY4D_LIMITS["sam_bs1"] == (0.8, 1 / 7)
+
+
+def test_finite_lr_limit_of_batch_size_one_sam_solves_its_fixed_point():
+    lr = 0.005
+    x = theory.toy4d_sam_bs1_cycle_limit(lr)
+    weights = [(2 / (2 - 4 * lr * f)) ** 2 for f in theory.toy4d_factors(x)]
+    np.testing.assert_allclose(theory.toy4d_weighted_argmin(*weights), x, rtol=1e-12)
+    assert x[0] < 0.8 and x[1] < 1 / 7  # biased toward argmin F0 = (0, 0)
+    np.testing.assert_allclose(theory.toy4d_sam_bs1_cycle_limit(1e-9), (0.8, 1 / 7), rtol=1e-7)
+    assert theory.toy4d_sam_bs1_cycle_limit(0.002) == pytest.approx((0.7909, 0.1362), abs=1e-4)
 
 
 def test_per_example_losses_average_to_the_loss():

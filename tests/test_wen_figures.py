@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from samrepro import theory
-from samrepro.figures import Figure, wen_table1, wen_thm21
+from samrepro.figures import Figure, wen_fig1, wen_table1, wen_thm21
 from samrepro.figures.make import produce
 
 
@@ -43,3 +43,11 @@ def test_table1_claims_use_the_smallest_rho_and_the_monte_carlo_error():
 def test_limiting_regularizers_ignore_the_zero_eigenvalues():
     limits = theory.limiting_regularizers(np.array([0.0, 1e-16, 2.0, 16.0]))
     assert limits == {"max": 8.0, "asc": 1.0, "avg": 18.0 / 8}
+
+
+def test_fig1_names_the_runs_that_diverged():
+    runs = [("a", 0.002, 2.0, "completed"), ("b", 0.005, 2.0, "diverged"), ("c", 0.005, 0.5, "completed")]
+    df = pd.DataFrame([{"run": r, "step": 10, "lr": lr, "rho": rho, "status": status, "opt.name": "gd_ascent",
+                        "task.batch_size": 2, "lr_schedule.name": "constant"} for r, lr, rho, status in runs])
+    assert wen_fig1.diverged_note(df, "gd_ascent", 2) == "; ρ = 2 with η = 0.005 diverges"
+    assert wen_fig1.diverged_note(df[df.run != "b"], "gd_ascent", 2) == ""

@@ -15,9 +15,13 @@ import pandas as pd
 
 from samrepro import theory
 from samrepro.figures import Claim, Figure, final_rows, save
+from samrepro.figures.columns import setting, sharpness_at_init
 
 CONVERGED = 1e-3  # "converges": final training loss ≤ 1e-3 × the initial one
 CLOSE_DECADES = 1.0  # "SAM stays close to GD": |log10(L_SAM / L_GD)| ≤ 1 at every logged step
+CALIBRATION = 0.95  # task.init_scale α is chosen so that λ_max(∇²L(U0)) = 0.95·2/η
+CALIBRATION_TOLERANCE = 0.01
+PLATEAU = 0.05  # λ along GD's path has reached its plateau once within 5% of its final value
 
 
 def runs_of(df: pd.DataFrame, opt: str) -> dict[float, pd.DataFrame]:
@@ -35,11 +39,23 @@ def sharpness_path(run: pd.DataFrame) -> pd.DataFrame:
 
 
 def size(df: pd.DataFrame) -> str:
-    return f"d={int(df['task.d'].iloc[0])}, r={int(df['task.r'].iloc[0])}"
+    return f"d={setting(df, 'task.d')}, r={setting(df, 'task.r')}"
+
+
+def calibration_claim(df: pd.DataFrame, lr: float, lam0: float) -> Claim:
+    """The init scale's calibration, measured: λ0 = λ_max(∇²L(U0)) against CALIBRATION·2/η."""
+    alpha = setting(df, "task.init_scale")
+    target = CALIBRATION * theory.gd_max_lr(lr)
+    read = sharpness_path(gd_path(df)).lambda_max.iloc[0]
+    return Claim(
+        f"calibration: the init scale α puts λ0 = λ_max(∇²L(U0)) at {CALIBRATION:g}·2/η", f"λ0 = {target:.4g}",
+        f"λ0 = {lam0:.4g} = {lam0 / alpha**2:.4g}·α² at α = {alpha:g} (Lanczos); the runs' power iteration "
+        f"({setting(df, 'task.sharpness_iters')} steps) reads {read:.4g}",
+        f"±{CALIBRATION_TOLERANCE:.0%}", bool(abs(lam0 / target - 1) <= CALIBRATION_TOLERANCE))
 
 
 def draw(df: pd.DataFrame, stem: Path) -> None:
-    lr = df.lr.iloc[0]
+    lr = setting(df, "lr")
     gd = gd_path(df)
     rhos = sorted(df.rho.unique())
     colors = {rho: plt.cm.viridis(i / max(1, len(rhos) - 1)) for i, rho in enumerate(rhos)}
@@ -61,7 +77,7 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
             ax.plot(path.step, path.lambda_max, style, color=colors[rho], lw=0.8)
     path = sharpness_path(gd)
     ax.plot(path.step, path.lambda_max, "k-o", ms=3, lw=2, label="GD")
-    ax.axhline(2 / lr, color="tab:red", ls="--", label="2/η (GD, SAM limit)")
+    ax.axhline(theory.gd_max_lr(lr), color="tab:red", ls="--", label="2/η (GD, SAM limit)")
     ax.plot([], [], "k-", lw=0.8, label="SAM (by ρ)")
     ax.plot([], [], "k--", lw=0.8, label="USAM (by ρ)")
     ax.set(xlabel="iteration", ylabel="λ_max(∇²L)", title="sharpness along the paths", ylim=(0, 2.2 / lr))
@@ -86,10 +102,11 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
 
 
 def claims(df: pd.DataFrame) -> list[Claim]:
-    lr = df.lr.iloc[0]
+    lr = setting(df, "lr")
+    lam0 = sharpness_at_init(df)
     gd = gd_path(df)
     final_gd = gd.train_loss.iloc[-1] / gd.train_loss.iloc[0]
-    out = [Claim("GD converges at η = 0.05", f"L_T/L_0 ≤ {CONVERGED:g}",
+    out = [calibration_claim(df, lr, lam0), Claim(f"GD converges at η = {lr:g}", f"L_T/L_0 ≤ {CONVERGED:g}",
                  f"L_T/L_0 = {final_gd:.2e} after {int(gd.step.iloc[-1])} steps ({gd.status.iloc[0]})",
                  "exact", bool(gd.status.iloc[0] == "completed" and final_gd <= CONVERGED))]
     sam = runs_of(df, "sam")
@@ -101,23 +118,27 @@ def claims(df: pd.DataFrame) -> list[Claim]:
         f"{n_div}/{len(sam)} diverged; max L_T/L_0 = {reduction[worst]:.2e} (ρ = {worst:g})",
         "exact", bool(n_div == 0 and reduction[worst] <= CONVERGED)))
     gd_loss = gd.set_index("step").train_loss
-    gaps = {rho: np.abs(np.log10(run.set_index("step").train_loss / gd_loss)).max()
-            for rho, run in sam.items()}
+    gap_paths = {rho: np.abs(np.log10(run.set_index("step").train_loss / gd_loss)) for rho, run in sam.items()}
+    gaps = {rho: path.max() for rho, path in gap_paths.items()}
     close = [rho for rho, gap in gaps.items() if gap <= CLOSE_DECADES]
+    apart = min((int(path[path > CLOSE_DECADES].index.min()) for path in gap_paths.values()
+                 if (path > CLOSE_DECADES).any()), default=None)
     out.append(Claim(
         "SAM's training loss stays close to GD's for every ρ", "the curves overlap",
         "max over steps of |log10(L_SAM/L_GD)|: " + ", ".join(f"ρ={r:g}: {g:.2f}" for r, g in gaps.items()),
         f"≤ {CLOSE_DECADES:g} decade at every step", len(close) == len(gaps),
         note="" if len(close) == len(gaps) else
         f"holds for ρ ≤ {max(close, default=0):g}; for larger ρ SAM's loss levels off at an O(ρ²) floor "
-        "(Dai eq. 3) while it drifts along the minima, and GD's keeps falling: the curves separate "
-        "after ~30 steps"))
+        f"(Dai eq. 3) while it drifts along the minima, and GD's keeps falling: the first curve is "
+        f"{CLOSE_DECADES:g} decade away at step {apart}"))
     usam = final_rows(df[df["opt.name"] == "usam"])
     diverged = usam[usam.status == "diverged"]
     onset = diverged.rho.min() if len(diverged) else float("nan")
     stable_below = usam[usam.rho < onset].rho.max() if len(diverged) else usam.rho.max()
-    rho_small = 0.001  # the paper's smallest ρ; USAM is unstable there only where λ ≥ λ*:
-    lam_small = (np.sqrt(8 * rho_small / lr + 1) - 1) / (2 * rho_small)  # λ + ρλ² = 2/η
+    lam = sharpness_path(gd)
+    rho_small = 0.001  # the paper's smallest ρ; USAM is unstable there only where λ + ρλ² ≥ 2/η:
+    lam_small = float(theory.usam_limit_y2(lr, rho_small))  # the root of eq. (7) in λ for y²
+    small = usam[usam.rho == rho_small]
     out.append(Claim(
         "USAM diverges already at small ρ (paper: ρ from 0.001 to 0.1)",
         "some ρ ≤ 0.1 diverges, while GD and SAM do not",
@@ -126,22 +147,23 @@ def claims(df: pd.DataFrame) -> list[Claim]:
         f"{sorted(diverged.diverged_at.astype(int).tolist())}",
         "grid of ρ", bool(len(diverged) > 0 and onset <= 0.1 and n_div == 0),
         note=f"ρ = {rho_small:g} does not diverge here: it needs λ ≥ {lam_small:.1f} somewhere on the path, "
-             "above our λ0 = 0.95·2/η (see the notes)"))
-    lam = sharpness_path(gd)
-    lam0, lam_end = lam.lambda_max.iloc[0], lam.lambda_max.iloc[-1]
+             f"above λ0 = {lam0:.2f} (calibration row) and every λ measured along GD's path (max "
+             f"{lam.lambda_max.max():.1f})" if len(small) and (small.status != "diverged").all() else ""))
+    lam_start, lam_end = lam.lambda_max.iloc[0], lam.lambda_max.iloc[-1]
+    plateau = lam[(lam.lambda_max / lam_end - 1).abs() <= PLATEAU].step.min()
     rho_init = float(theory.usam_min_rho(lr, lam.lambda_max.max()))
     early = usam[usam.rho <= rho_init]
     out.append(Claim(
         "USAM stays stable where η(λ + ρλ²) < 2 all along the path (Thm 1/10)",
         f"no USAM run with ρ ≤ ρ*(max λ) = {rho_init:.4f} diverges",
-        f"λ along GD: {lam0:.1f} at step 0 → {lam_end:.1f} at step {int(lam.step.iloc[-1])} "
-        f"(2/η = {2 / lr:g}); {int((early.status == 'diverged').sum())}/{len(early)} such runs diverged; "
+        f"λ along GD: {lam_start:.1f} at step 0 → {lam_end:.1f} at step {int(lam.step.iloc[-1])} "
+        f"(2/η = {theory.gd_max_lr(lr):g}); {int((early.status == 'diverged').sum())}/{len(early)} such runs diverged; "
         f"measured onset ρ = {onset:g} vs ρ*(λ0) = {rho_init:.4f} and "
         f"ρ*(λ_end) = {float(theory.usam_min_rho(lr, lam_end)):.3f}",
         "exact", bool((early.status != "diverged").all()),
-        note="Thm 1/10 is exact for a fixed quadratic; here λ falls from λ0 to its plateau within ~10 "
-             "steps, so an instability must be strong to grow before then: the measured onset lies "
-             "above ρ*(λ0)"))
+        note=f"Thm 1/10 is exact for a fixed quadratic; here λ falls from λ0 to within {PLATEAU:.0%} of its "
+             f"plateau by step {plateau}, so an instability must be strong to grow before then: the measured "
+             "onset lies above ρ*(λ0)"))
     return out
 
 
@@ -149,9 +171,8 @@ FIGURE = Figure(
     "dai_fig1", "matrix sensing: early training of GD, SAM, USAM (η = 0.05)", draw, claims,
     notes="Loss (1/(2m))Σ(⟨A_i,UUᵀ⟩−b_i)²; U ∈ R^{d×d} from U0 = α·Q (Q Haar-orthogonal, U0U0ᵀ = α²I); "
           "test loss ‖UUᵀ−X*‖_F². The paper gives neither normalization nor init; α is set so that the "
-          "initial sharpness is λ0 = 0.95·2/η = 38 (η = 0.05 just inside GD's stability limit at the init: "
-          "'a learning rate that allows GD to converge'); λ0 = 25.83α² was measured (α = 1.2129). Along "
-          "GD's path λ falls to ≈ 24 within ~10 steps and stays there. d = 40, r = 2, m = 400 (paper: "
-          "100, 5, 2500; same r/d and m/(d(d+1)/2)) to fit make figs; conf/experiment/dai_fig1_paper.yaml "
-          "is d = 100 (α = 1.2176 by the same rule). 200 steps, λ_max every 5 steps by 30 power "
-          "iterations (which read λ0 ≈ 37.1 of 38).")
+          "initial sharpness is λ0 = 0.95·2/η (η = 0.05 just inside GD's stability limit at the init: "
+          "'a learning rate that allows GD to converge'), as the calibration row measures. d = 40, r = 2, "
+          "m = 400 (paper: 100, 5, 2500; same r/d and m/(d(d+1)/2)) to fit make figs; "
+          "conf/experiment/dai_fig1_paper.yaml is d = 100 (α by the same rule). 200 steps, λ_max every 5 "
+          "steps by 30 power iterations (a lower bound: compare λ0 read at step 0 with the calibration row).")

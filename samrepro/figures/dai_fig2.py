@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from samrepro.figures import Claim, Figure, save
+from samrepro.figures.columns import setting
 from samrepro.figures.dai_fig1 import gd_path, runs_of, sharpness_path, size
 
 STOPPED = 1e-3  # "stops": the test loss changes by ≤ 0.1% over the second half of the run
@@ -28,7 +29,7 @@ def second_half_change(run: pd.DataFrame) -> float:
 
 
 def draw(df: pd.DataFrame, stem: Path) -> None:
-    lr = df.lr.iloc[0]
+    lr = setting(df, "lr")
     gd = gd_path(df)
     sam, usam = runs_of(df, "sam"), runs_of(df, "usam")
     rhos = sorted(df.rho.unique())
@@ -103,7 +104,7 @@ def claims(df: pd.DataFrame) -> list[Claim]:
     diverged = sorted(rho for rho, run in usam.items() if run.status.iloc[0] == "diverged")
     stable = sorted(rho for rho, run in usam.items() if run.status.iloc[0] != "diverged")
     out.append(Claim(
-        f"ρ = {PAPER_RHO:g} is the largest ρ at which USAM does not diverge (η = 0.005)",
+        f"ρ = {PAPER_RHO:g} is the largest ρ at which USAM does not diverge (η = {setting(df, 'lr'):g})",
         f"USAM converges at ρ ≤ {PAPER_RHO:g} and diverges above, on the grid",
         f"converged: {stable}; diverged: {diverged}", "grid of ρ",
         bool(stable and max(stable) == PAPER_RHO and all(r > PAPER_RHO for r in diverged) and diverged)))
@@ -112,7 +113,7 @@ def claims(df: pd.DataFrame) -> list[Claim]:
 
 FIGURE = Figure(
     "dai_fig2", "matrix sensing: drift along the minima (η = 0.005)", draw, claims,
-    notes="Same task, data and init as dai_fig1 (λ0 = 38, α = 1.2129, d = 40, r = 2, m = 400), η = 0.005, "
+    notes="Same task, data and init as dai_fig1 (d = 40, r = 2, m = 400, α calibrated there), η = 0.005, "
           "10,000 steps, λ_max every 1,000 steps (30 power iterations). SAM's drift along the minima takes "
           "~1/(ηρ²) steps (2·10⁴ at ρ = 0.1, 5·10⁵ at ρ = 0.02), so small ρ moves slowly here; "
           "conf/experiment/dai_fig2_paper.yaml is the d = 100, 10⁵-step run (not run here: no GPU).")

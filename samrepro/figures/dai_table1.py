@@ -14,6 +14,7 @@ import pandas as pd
 
 from samrepro import theory
 from samrepro.figures import Claim, Figure, final_rows, save
+from samrepro.figures.columns import setting
 from samrepro.figures.dai_fig4 import COLORS, limit_claims
 
 SMALL_LR = 0.4  # the largest η counted as "small" (the regime of Thm 3–5)
@@ -49,7 +50,8 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
                 title="USAM: stops just below ỹ²")
     for ax in axes:
         ax.legend(fontsize=8)
-    fig.suptitle(f"Dai et al. Table 1 on ℓ(xy) from (2, √40), {int(df.steps.iloc[0]):,} steps")
+    x0, y0 = setting(df, "task.init")
+    fig.suptitle(f"Dai et al. Table 1 on ℓ(xy) from ({x0:g}, √{y0**2:g}), {setting(df, 'steps'):,} steps")
     save(fig, stem)
     (stem.parent.parent / f"{stem.name}.md").write_text(
         "# Dai et al. Table 1, measured (y∞² at the last step)\n\n" + table(final).to_markdown(floatfmt=".4g")
@@ -62,8 +64,9 @@ def claims(df: pd.DataFrame) -> list[Claim]:
     large = limit_claims(final[~small], f"η > {SMALL_LR:g}")
     for c in large:
         if c.passed is False:
-            c.note = ("η = 0.8 is outside Thm 5's regime η = o(1): the bound's η² + ρ² correction is not "
-                      "small there, and USAM stops well below ỹ²")
+            c.note = (f"η = {', '.join(f'{lr:g}' for lr in sorted(final[~small].lr.unique()))} is outside Thm 5's "
+                      "regime η = o(1): the bound's η² + ρ² correction is not small there, and USAM stops well "
+                      "below ỹ²")
     return limit_claims(final[small], f"η ≤ {SMALL_LR:g} grid") + large
 
 

@@ -12,21 +12,22 @@ import pandas as pd
 
 from samrepro import theory
 from samrepro.figures import Claim, Figure, final_rows
+from samrepro.figures.columns import setting
 from samrepro.figures.stability import boundary_claims, draw_phase_diagram
-
-LAMBDA = (2.0, 0.5)  # Λ of conf/experiment/dai_thm1.yaml (β = λ1, α = λd)
-W0 = (1.0, 1.0)
 
 
 def draw(df: pd.DataFrame, stem: Path) -> None:
-    draw_phase_diagram(df, stem, LAMBDA[0], f"Dai et al. Thm 1 on ½wᵀΛw, Λ = diag{LAMBDA}")
+    lam = setting(df, "task.eigenvalues")
+    draw_phase_diagram(df, stem, max(lam), f"Dai et al. Thm 1 on ½wᵀΛw, Λ = diag{tuple(lam)}")
 
 
 def claims(df: pd.DataFrame) -> list[Claim]:
-    beta, alpha = LAMBDA
+    """β = λ1 and α = λd of Λ = diag(task.eigenvalues); L(w0) is the loss logged at step 0."""
+    lam = setting(df, "task.eigenvalues")
+    beta, alpha = max(lam), min(lam)
     final = final_rows(df)
     sam = final[(final["opt.name"] == "sam") & (final.lr < theory.gd_max_lr(beta))]
-    loss0 = 0.5 * sum(lam * w**2 for lam, w in zip(LAMBDA, W0))
+    loss0 = setting(df[df.step == 0], "loss")
     bound = pd.Series(theory.sam_loss_bound(sam.lr, sam.rho, alpha, beta, sam.steps_done, loss0), index=sam.index)
     within = sam.loss <= bound + 1e-12
     ratio = sam.loss / bound

@@ -14,19 +14,20 @@ import pandas as pd
 
 from samrepro import theory
 from samrepro.figures import Claim, Figure, final_rows, save
+from samrepro.figures.columns import setting
 from samrepro.figures.dai_fig4 import COLORS
 
 COVERED = 3.0  # a SAM run is judged when it lasts ≥ 3 drift time constants 1/(ηρ²)
 
 
 def draw(df: pd.DataFrame, stem: Path) -> None:
-    lr = df.lr.iloc[0]
+    lr = setting(df, "lr")
     fig, (ax, ax_r) = plt.subplots(1, 2, figsize=(12, 4.3))
     sam = df[df["opt.name"] == "sam"]
     for i, (rho, run) in enumerate(sam.groupby("rho")):
         color = plt.cm.viridis(i / max(1, sam.rho.nunique() - 1))
         ax.plot(run.step, np.maximum(run.x.abs(), run.y.abs()), color=color, lw=1, label=f"ρ={rho:.3g}")
-        ax.axhline(5 * rho, color=color, ls=":", lw=0.8)
+        ax.axhline(theory.sam_factorization_radius(rho), color=color, ls=":", lw=0.8)
     ax.set(yscale="log", xlabel="step", ylabel="max(|x|, |y|)", title="SAM: enters |x|,|y| ≤ 5ρ (dotted)")
     ax.legend(fontsize=7, ncol=2, loc="upper right")
     final = final_rows(df)
@@ -38,16 +39,16 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
                   label=f"{opt.upper()} diverged")
     ax_r.axvline(15, color="k", ls="--", lw=0.8, label="ρ = 15η (Thm 15)")
     r = np.geomspace(final.rho.min(), final.rho.max(), 50)
-    ax_r.plot(r / lr, 5 * r, "k:", lw=0.8, label="5ρ (Thm 12)")
+    ax_r.plot(r / lr, theory.sam_factorization_radius(r), "k:", lw=0.8, label="5ρ (Thm 12)")
     ax_r.set(xscale="log", yscale="log", xlabel="ρ/η", title="final state vs ρ")
     ax_r.legend(fontsize=7)
-    fig.suptitle(f"Dai et al. Thm 2: ½(xy)² from {df['task.init'].iloc[0]}, η = 1/(x0²+y0²) = {lr:.4g}")
+    fig.suptitle(f"Dai et al. Thm 2: ½(xy)² from {setting(df, 'task.init')}, η = 1/(x0²+y0²) = {lr:.4g}")
     save(fig, stem)
 
 
 def claims(df: pd.DataFrame) -> list[Claim]:
     final = final_rows(df)
-    lr, steps = final.lr.iloc[0], int(final.steps.iloc[0])
+    lr, steps = setting(df, "lr"), setting(df, "steps")
     usam = final[final["opt.name"] == "usam"]
     above = usam[usam.rho >= theory.usam_factorization_min_rho(lr) - 1e-12]
     first = usam[usam.status == "diverged"].rho.min()
@@ -56,7 +57,7 @@ def claims(df: pd.DataFrame) -> list[Claim]:
                  f"ρ on the grid = {first / lr:.2f}η", "exact", bool((above.status == "diverged").all()))]
     sam = final[final["opt.name"] == "sam"]
     judged = sam[steps * lr * sam.rho**2 >= COVERED]
-    inside = np.maximum(judged.x.abs(), judged.y.abs()) <= 5 * judged.rho
+    inside = np.maximum(judged.x.abs(), judged.y.abs()) <= theory.sam_factorization_radius(judged.rho)
     drifting = sam[steps * lr * sam.rho**2 < COVERED]
     out.append(Claim(
         "SAM ends within |x|,|y| ≤ 5ρ for every ρ", "max(|x_T|,|y_T|) ≤ 5ρ",

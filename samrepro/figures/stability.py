@@ -6,30 +6,17 @@ quadratic, a local approximation otherwise).
 
 from __future__ import annotations
 
-from functools import cache
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
-from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 
-from samrepro import tasks, theory
-from samrepro.cli import CONF_MODULE
+from samrepro import theory
 from samrepro.figures import Claim, Figure, final_rows, save
-from samrepro.sharpness import top_eigenvalue
-
-
-@cache
-def sharpness_at_init(experiment: str) -> float:
-    """λ_max(∇²L(w0)) of the experiment's task, measured by power iteration on Hessian-vector products."""
-    with initialize_config_module(version_base="1.3", config_module=CONF_MODULE):
-        cfg = compose("config", overrides=[f"experiment={experiment}"])
-    task = tasks.build(cfg.task, 1, torch.device("cpu"))
-    params = task.init_params([cfg.seed])
-    return float(top_eigenvalue(lambda p: task.loss(p), params, iters=200,
-                                generator=torch.Generator().manual_seed(0))[0])
+from samrepro.figures.columns import setting, sharpness_at_init, task_config
 
 
 def first_diverging_lr(final: pd.DataFrame) -> pd.Series:
@@ -59,7 +46,7 @@ def draw_phase_diagram(df: pd.DataFrame, stem: Path, lam: float, title: str, log
     axes[0].set_ylabel("ρ")
     axes[0].legend(fontsize=8, loc="upper right")
     fig.colorbar(image, ax=axes, label="log10 final loss", shrink=0.9)
-    fig.suptitle(f"{title}; λ = {lam:.4g}, {int(df.steps.iloc[0]):,} steps")
+    fig.suptitle(f"{title}; λ = {lam:.4g}, {setting(df, 'steps'):,} steps")
     save(fig, stem)
 
 
@@ -89,7 +76,8 @@ def boundary_claims(df: pd.DataFrame, lam: float, exact: bool) -> list[Claim]:
     gd = first_diverging_lr(final[final["opt.name"] == "gd"]).iloc[0]
     gd_pred = next_grid_lr(theory.gd_max_lr(lam))
     gd_ok = bool(np.isclose(gd, gd_pred) or abs(gd - gd_pred) <= np.diff(lrs).max() + 1e-12)
-    out.append(Claim(f"GD diverges iff η > 2/λ{kind}", f"first diverging η = {gd_pred:.4g} (2/λ = {2 / lam:.4g})",
+    out.append(Claim(f"GD diverges iff η > 2/λ{kind}",
+                     f"first diverging η = {gd_pred:.4g} (2/λ = {theory.gd_max_lr(lam):.4g})",
                      f"{gd:.4g}" if np.isfinite(gd) else "none diverged", "one grid step of η", gd_ok,
                      note="" if exact or gd_ok else
                      f"GD survives up to η = {gd:.3g} = {gd * lam / 2:.1f}×2/λ(w0): on this non-quadratic loss "
@@ -103,24 +91,30 @@ def boundary_claims(df: pd.DataFrame, lam: float, exact: bool) -> list[Claim]:
 
 
 def stability_figure(experiment: str, title: str, exact: bool, notes: str, log_lr: bool = False) -> Figure:
+    """λ = λ_max(∇²L(w0)) is measured on the task of the collected runs (``columns.sharpness_at_init``);
+    ``{key}`` in ``title`` is the run's ``task.<key>`` (a list as its values, comma-separated)."""
+
     def draw(df: pd.DataFrame, stem: Path) -> None:
-        draw_phase_diagram(df, stem, sharpness_at_init(experiment), title, log_lr)
+        values = {k: ", ".join(f"{x:g}" for x in v) if isinstance(v, list) else v
+                  for k, v in OmegaConf.to_container(task_config(df)).items()}
+        draw_phase_diagram(df, stem, sharpness_at_init(df), title.format_map(values), log_lr)
 
     def claims(df: pd.DataFrame) -> list[Claim]:
-        return boundary_claims(df, sharpness_at_init(experiment), exact)
+        return boundary_claims(df, sharpness_at_init(df), exact)
 
-    return Figure(experiment, title, draw, claims, notes=notes)
+    return Figure(experiment, re.sub(r"\{\w+\}", "…", title), draw, claims, notes=notes)
 
 
 FIGURES = [
-    stability_figure("stability_quadratic", "Stability of GD/SAM/USAM on ½wᵀΛw, Λ = diag(4, 1, 0.25)", True,
+    stability_figure("stability_quadratic", "Stability of GD/SAM/USAM on ½wᵀΛw, Λ = diag({eigenvalues})", True,
                      "30 × 30 grid, 500 steps, w0 = (1, 1, 1)."),
-    stability_figure("stability_single_neuron", "Stability of GD/SAM/USAM on ½(xy)² from (5, 7)", False,
+    stability_figure("stability_single_neuron", "Stability of GD/SAM/USAM on ½(xy)² from ({init})", False,
                      "30 × 30 grid (η log-spaced, ρ ≤ 0.145), 1,000 steps; the boundaries use λ_max(∇²L(w0)), exact "
                      "only for a quadratic: the loss is quartic, so the true boundary can bend away.",
                      log_lr=True),
-    stability_figure("stability_matrix_sensing", "Stability of GD/SAM/USAM on matrix sensing (d = 10)", False,
+    stability_figure("stability_matrix_sensing", "Stability of GD/SAM/USAM on matrix sensing (d = {d})", False,
                      "d = 10, r = 2, m = 100 (the paper's d = 100 does not fit 2,700 configurations on a CPU); "
-                     "U0 = 1.5·I; 30 × 30 grid (η log-spaced, ρ ≤ 0.29), 300 steps; boundaries from λ_max(∇²L(U0)).",
+                     "U0 = 1.5·Q (Q Haar-orthogonal); 30 × 30 grid (η log-spaced, ρ ≤ 0.29), 300 steps; "
+                     "boundaries from λ_max(∇²L(U0)).",
                      log_lr=True),
 ]

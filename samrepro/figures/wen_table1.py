@@ -24,18 +24,14 @@ import torch
 
 from samrepro import sharpness, theory
 from samrepro.figures import Claim, Figure, save
-from samrepro.tasks.toy4d import factors
 
 RHOS = (0.1, 0.01, 0.001)
 TOLERANCE = 0.01  # relative error of R^max/ρ², R^asc/ρ² at the smallest ρ against the limit
 MC_SAMPLES = 100_000  # directions for R^avg
+STARTS, ITERS = 16, 120  # Adam over the sphere for R^max and R^asc: random starts, iterations each
+RADIUS = 1e-3  # R^asc is minimized over x′ = x + r·u with r = RADIUS·ρ
 MC_Z = 3.0  # R^avg/ρ² must lie within 3 Monte Carlo standard errors of Tr/(2D)
 KINDS = {"max": "worst direction → λ1/2", "asc": "ascent direction → λ_min/2", "avg": "average → Tr/(2D)"}
-
-
-def toy4d_loss(w: torch.Tensor) -> torch.Tensor:
-    f0, f1 = factors(w[:, :2])
-    return f0 * w[:, 2] ** 2 + f1 * w[:, 3] ** 2
 
 
 class QuadraticManifold:
@@ -62,9 +58,9 @@ class QuadraticManifold:
 
 def measurement_points() -> list[tuple[str, str, object, torch.Tensor]]:
     """(loss name, point label, loss, point on Γ)."""
-    points = [("toy4d", f"x=({a:.3g}, {b:.3g})", toy4d_loss,
-               torch.tensor([a, b, 0.0, 0.0], dtype=torch.float64))
-              for a, b in ((0.0, 0.0), (1.0, 1.0), (0.8, 1 / 7), (0.5, 0.5))]
+    toy_points = [*theory.TOY4D_LIMITS.values(), (0.5, 0.5)]  # the three limits of Fig. 1 and its start
+    points = [("toy4d", f"x=({a:.3g}, {b:.3g})", theory.toy4d_loss,
+               torch.tensor([a, b, 0.0, 0.0], dtype=torch.float64)) for a, b in toy_points]
     manifold = QuadraticManifold()
     gen = torch.Generator().manual_seed(1)
     for i in range(3):
@@ -81,9 +77,9 @@ def compute() -> pd.DataFrame:
         eigenvalues = torch.linalg.eigvalsh(sharpness.dense_hessian(lambda p, f=loss: f(p[0]), [x[None]])[0])
         limits = theory.limiting_regularizers(eigenvalues.numpy())
         for rho in RHOS:
-            kw = {"starts": 16, "iters": 120, "generator": gen}
+            kw = {"starts": STARTS, "iters": ITERS, "generator": gen}
             r_max = sharpness.worst_direction_sharpness(loss, x, rho, **kw)
-            r_asc = sharpness.ascent_direction_sharpness(loss, x, rho, radius=1e-3 * rho, **kw)
+            r_asc = sharpness.ascent_direction_sharpness(loss, x, rho, radius=RADIUS * rho, **kw)
             r_avg, se = sharpness.average_direction_sharpness(loss, x, rho, samples=MC_SAMPLES, generator=gen)
             rows.append({"loss": loss_name, "point": label, "rho": rho, "D": x.numel(),
                          "max": float(r_max) / rho**2, "asc": float(r_asc) / rho**2,
@@ -129,8 +125,6 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
 
 
 def claims(df: pd.DataFrame) -> list[Claim]:
-    if df.empty:
-        return [Claim("Table 1 limits", "λ1/2, λ_min/2, Tr/(2D)", "not run", "", None)]
     small = df[df.rho == df.rho.min()]
     out = []
     for kind, title in KINDS.items():
@@ -151,8 +145,9 @@ def claims(df: pd.DataFrame) -> list[Claim]:
 
 FIGURE = Figure("wen_table1", "limiting regularizers of Table 1, measured", draw, claims, compute=compute,
                 notes="Measured, not trained (the Figure supplies its own DataFrame through `compute`). "
-                      f"ρ ∈ {RHOS}; R^max over the sphere and R^asc over x′ = x + 1e-3·ρ·u by Adam from 16 "
-                      "random starts (120 iterations); R^avg with 100,000 antithetic Monte Carlo directions. "
-                      "Tolerance at the smallest ρ: 1% relative error (max, asc; the optimizer's accuracy), "
-                      "3 Monte Carlo standard errors (avg). R^asc needs r/ρ → 0: its first-order term "
-                      "ρ‖∇L(x′)‖ adds O(r/ρ) to R^asc/ρ².")
+                      f"ρ ∈ {RHOS}; R^max over the sphere and R^asc over x′ = x + {RADIUS:g}·ρ·u by Adam from "
+                      f"{STARTS} random starts ({ITERS} iterations); R^avg with {MC_SAMPLES:,} antithetic Monte "
+                      "Carlo directions. "
+                      f"Tolerance at the smallest ρ: {TOLERANCE:.0%} relative error (max, asc; the optimizer's "
+                      f"accuracy), {MC_Z:g} Monte Carlo standard errors (avg). R^asc needs r/ρ → 0: its "
+                      "first-order term ρ‖∇L(x′)‖ adds O(r/ρ) to R^asc/ρ².")

@@ -13,12 +13,13 @@ import pandas as pd
 
 from samrepro import theory
 from samrepro.figures import Claim, Figure, final_rows, save
+from samrepro.figures.columns import setting
 
 TOLERANCE = 1e-3  # relative error of ‖x∞‖; alignment 1 − |cos| ≤ TOLERANCE
 
 
 def lam1(df: pd.DataFrame) -> float:
-    return max(float(v) for v in str(df["task.eigenvalues"].iloc[0]).strip("[]").split(","))
+    return float(max(setting(df, "task.eigenvalues")))
 
 
 def draw(df: pd.DataFrame, stem: Path) -> None:
@@ -42,18 +43,16 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     grid = np.linspace(0, 0.9, 100)
     for (rho, rows), marker, size in zip(final.groupby("rho"), "os^v", (11, 8, 5, 3), strict=False):
         ax_f.plot(rows.lr * l1, rows.w_norm / rho, marker, ms=size, mfc="none", label=f"ρ={rho:g}")
-    ax_f.plot(grid, grid / (2 - grid), "k--", lw=0.8, label="ηλ1/(2−ηλ1)")
+    ax_f.plot(grid, theory.sam_quadratic_limit_norm(grid, 1.0, 1.0), "k--", lw=0.8, label="ηλ1/(2−ηλ1)")
     ax_f.set(xlabel="ηλ1", ylabel="‖x∞‖/ρ", title="limit norm")
     ax_f.legend(fontsize=8)
-    fig.suptitle(f"Wen et al. Thm 21: SAM on ½xᵀAx, A = diag{df['task.eigenvalues'].iloc[0]}, "
-                 f"{int(df.steps.iloc[0]):,} steps")
+    fig.suptitle(f"Wen et al. Thm 21: SAM on ½xᵀAx, A = diag{setting(df, 'task.eigenvalues')}, "
+                 f"{setting(df, 'steps'):,} steps")
     fig.tight_layout()
     save(fig, stem)
 
 
 def claims(df: pd.DataFrame) -> list[Claim]:
-    if df.empty:
-        return [Claim("Thm 21", "alignment and ‖x‖ → ηρλ1/(2−ηλ1)", "not run", "", None)]
     final = final_rows(df)
     l1 = lam1(df)
     misalign = 1 - final.w0.abs() / final.w_norm

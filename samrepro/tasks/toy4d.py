@@ -1,10 +1,11 @@
 """The 4D toy of Wen et al. Fig. 1: L(x, y) = F0(x)·y0² + F1(x)·y1², x, y ∈ R².
 
-F0(x) = x0² + 6x1² + 8 and F1(x) = 4(1 − x0)² + (1 − x1)² + 1. The zero-loss manifold is Γ = {y = 0};
-there the Hessian is diag(0, 0, 2F0, 2F1) in the coordinates (x0, x1, y0, y1), with 2F0 ≥ 16 > 12 ≥ 2F1
-on [0, 1]². Limiting flows on Γ (Wen et al. Table 1, Thm 8, Thm 11): full-batch SAM minimizes
-λ1 = 2F0 → x = (0, 0); GD on L^asc minimizes the smallest non-zero eigenvalue 2F1 → (1, 1); SAM with
-batch size 1 minimizes the trace 2(F0 + F1) → (0.8, 1/7).
+F0(x) = x0² + 6x1² + 8 and F1(x) = 4(1 − x0)² + (1 − x1)² + 1, defined once as ``theory.TOY4D_FACTORS``.
+The zero-loss manifold is Γ = {y = 0}; there the Hessian is diag(0, 0, 2F0, 2F1) in the coordinates
+(x0, x1, y0, y1), with 2F0 ≥ 16 > 12 ≥ 2F1 on [0, 1]². Limiting flows on Γ (Wen et al. Table 1, Thm 8,
+Thm 11; ``theory.TOY4D_LIMITS``): full-batch SAM minimizes λ1 = 2F0 → x = (0, 0); GD on L^asc minimizes
+the smallest non-zero eigenvalue 2F1 → (1, 1); SAM with batch size 1 minimizes the trace 2(F0 + F1)
+→ (0.8, 1/7).
 
 Batch size 1 (stochastic SAM, Wen et al. eq. 7) samples one of the per-example losses
 L_0 = 2F0·y0², L_1 = 2F1·y1² (scaled by M = 2 so that their mean is L) per step and configuration.
@@ -28,14 +29,10 @@ from torch import Tensor
 
 from samrepro.config import require
 from samrepro.tasks import Task, float_list, repeat_param
+from samrepro.theory import TOY4D_FACTORS
+from samrepro.theory import toy4d_factors as factors
 
 SAMPLE_CHUNK = 4096  # example indices drawn per configuration at a time (one generator call per chunk)
-
-
-def factors(x: Tensor) -> tuple[Tensor, Tensor]:
-    """(F0(x), F1(x)) for x of shape [..., 2]."""
-    x0, x1 = x[..., 0], x[..., 1]
-    return x0.square() + 6 * x1.square() + 8, 4 * (1 - x0).square() + (1 - x1).square() + 1
 
 
 def closed_form_hessian(w: Tensor, weights: Tensor | None = None) -> Tensor:
@@ -63,13 +60,15 @@ class Toy4D(Task):
                  device: torch.device):
         self.init = [*x_init, *y_init]
         kw = {"dtype": self.dtype, "device": device}
-        # F = u²·K + offset with u = (x0, x1, 1 − x0, 1 − x1); ∂F/∂u = 2·u·diag(K) row-wise.
-        self._u_map = torch.tensor([[1.0, 0, -1, 0], [0, 1, 0, -1], [0, 0, 0, 0], [0, 0, 0, 0]], **kw)
-        self._u_offset = torch.tensor([0.0, 0.0, 1.0, 1.0], **kw)
+        # F_k = Σ_j K_jk·u_j² + e_k with u = (x0 − c0, x1 − c0, x0 − c1, x1 − c1) (theory.TOY4D_FACTORS);
+        # ∂F/∂u = 2·u·diag(K) row-wise.
+        (a0, b0, c0, e0), (a1, b1, c1, e1) = TOY4D_FACTORS
+        self._u_map = torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0]], **kw)
+        self._u_offset = torch.tensor([0.0 - c0, 0.0 - c0, 0.0 - c1, 0.0 - c1], **kw)
         self._y_map = torch.tensor([[0.0, 0], [0, 0], [1, 0], [0, 1]], **kw)
-        self._weights = torch.tensor([[1.0, 0.0], [6.0, 0.0], [0.0, 4.0], [0.0, 1.0]], **kw)
-        self._offset = torch.tensor([8.0, 1.0], **kw)
-        self._du = torch.tensor([2.0, 12.0, 8.0, 2.0], **kw)
+        self._weights = torch.tensor([[a0, 0.0], [b0, 0.0], [0.0, a1], [0.0, b1]], **kw)
+        self._offset = torch.tensor([e0, e1], **kw)
+        self._du = 2 * self._weights.sum(1)
         self.batch_size = batch_size
         self.n_configs = n_configs
         self.device = device
@@ -78,7 +77,7 @@ class Toy4D(Task):
         return [repeat_param(self.init, self.n_configs, self.device)]
 
     def _factors_and_y(self, w: Tensor, batch: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """u = (x0, x1, 1 − x0, 1 − x1), F = (F0, F1) = u²·K + (8, 1), and the batch-weighted y and y²
+        """u = (x0 − c0, x1 − c0, x0 − c1, x1 − c1), F = (F0, F1) = u²·K + e, and the batch-weighted y and y²
         (few, vectorized ops, by matrix products rather than slices, whose backward is costly under
         autograd (gd_ascent): the per-step cost of a tiny problem is its op count)."""
         u = torch.addmm(self._u_offset, w, self._u_map)
@@ -93,11 +92,10 @@ class Toy4D(Task):
 
     @torch.no_grad()
     def loss_and_grad(self, params: Sequence[Tensor], batch: Tensor | None = None, perturbed: bool = False):
-        """∇L_batch = (a·2x0·y0² − b·8(1−x0)·y1², a·12x1·y0² − b·2(1−x1)·y1², a·2F0·y0, b·2F1·y1)
-        with (a, b) the batch weights."""
+        """∇L_batch = (a·∂F0/∂x·y0² + b·∂F1/∂x·y1², a·2F0·y0, b·2F1·y1) with (a, b) the batch weights."""
         u, f, yw, y2w = self._factors_and_y(params[0], batch)
-        parts = u * self._du * y2w.repeat_interleave(2, dim=1)  # (∂F0/∂x·a·y0², −∂F1/∂x·b·y1²)
-        grad = torch.cat((parts[:, :2] - parts[:, 2:], 2 * f * yw), dim=1)
+        parts = u * self._du * y2w.repeat_interleave(2, dim=1)  # (∂F0/∂x·a·y0², ∂F1/∂x·b·y1²)
+        grad = torch.cat((parts[:, :2] + parts[:, 2:], 2 * f * yw), dim=1)
         return (f * y2w).sum(1), [grad]
 
     def batches(self, seeds: Sequence[int]) -> Iterator[Tensor | None]:
