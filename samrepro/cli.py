@@ -82,7 +82,7 @@ def multirun(overrides: Sequence[str]) -> list[Path]:
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    check_overrides(overrides)
+    check_overrides(overrides, multirun=True)
     with initialize_config_module(version_base="1.3", config_module=CONF_MODULE, job_name="cli"):
         returns = GlobalHydra.instance().hydra.multirun(config_name="config", task_function=run.__wrapped__,
                                                         overrides=[*overrides, "hydra.mode=MULTIRUN"],
@@ -97,8 +97,9 @@ def config_groups() -> dict[str, list[str]]:
             for d in root.iterdir() if d.is_dir() and not d.name.startswith("__")}
 
 
-def check_overrides(args: Sequence[str]) -> None:
-    """Catches bad command-line input before Hydra creates any folder (one line per error). Each swept
+def check_overrides(args: Sequence[str], multirun: bool = False) -> Path:
+    """Catches bad command-line input before Hydra creates any folder (one line per error); returns the
+    run (or sweep) folder of the first combination. Each swept
     value is checked once, with the other keys at their first value: a k-key sweep composes Σ nᵢ configs,
     not Π nᵢ (the launcher checks every job's own combination again, cheaply, before anything runs)."""
     from hydra import compose, initialize_config_module
@@ -122,21 +123,44 @@ def check_overrides(args: Sequence[str]) -> None:
     with initialize_config_module(version_base="1.3", config_module=CONF_MODULE):
         for combo in sorted(combos):
             try:
-                cfg = compose("config", overrides=list(combo))
+                cfg = compose("config", overrides=list(combo), return_hydra_config=True)
             except HydraException as err:
                 raise ConfigError(str(err).splitlines()[0]) from err
             validate(cfg)
+            folder = check_output_folder(cfg, multirun)
+    return folder
+
+
+def check_output_folder(cfg: DictConfig, multirun: bool) -> Path:
+    """The run (or sweep) folder, which must be creatable: its first existing ancestor a writable folder."""
+    saved = HydraConfig.instance().cfg
+    try:
+        HydraConfig.instance().set_config(cfg)
+        key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+        folder = Path(str(OmegaConf.select(cfg, key)))
+    finally:
+        HydraConfig.instance().cfg = saved
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    require(existing.is_dir(), key, folder, f"{existing} is a file, not a folder; choose another folder")
+    require(os.access(existing, os.W_OK | os.X_OK), key, folder, f"{existing} is not writable; choose another folder")
+    return folder
 
 
 def main() -> None:
     """Console entry point: validate the command line, then hand over to Hydra."""
     overrides = [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]
     try:
-        check_overrides(overrides)
+        folder = check_overrides(overrides, multirun=bool({"-m", "--multirun"} & set(sys.argv[1:])))
     except ConfigError as err:
         fail(str(err))
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     try:
         run()
+    except SystemExit:  # a one-line error: remove the empty folders this command made, nothing else
+        for p in created:
+            if p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
+        raise
     except KeyboardInterrupt:
         print("samrepro: interrupted; finished rows and summary.json (status interrupted) are kept",
               file=sys.stderr)

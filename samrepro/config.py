@@ -43,40 +43,47 @@ def require(ok: bool, key: str, value: object, allowed: str) -> None:
         raise ConfigError(f"{key}={value}: {allowed}")
 
 
+def is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def validate_run(opt: str, lr: float, rho: float, seed: int) -> None:
+    """The keys in which the runs of one batch may differ."""
     require(opt in RULES, "opt", opt, f"unknown optimizer; allowed: {', '.join(RULES)}")
-    number = (int, float)
-    require(isinstance(lr, number) and not isinstance(lr, bool) and lr > 0, "lr", lr, "must be a number > 0")
-    require(isinstance(rho, number) and not isinstance(rho, bool) and rho >= 0, "rho", rho,
-            "must be a number >= 0")
-    require(isinstance(seed, int) and not isinstance(seed, bool), "seed", seed, "must be an integer")
+    require(is_number(lr) and lr > 0, "lr", lr, "must be a number > 0")
+    require(is_number(rho) and rho >= 0, "rho", rho, "must be a number >= 0")
+    require(is_int(seed), "seed", seed, "must be an integer")
+
+
+CHECKS = (  # key, test, what is allowed: the keys every run has (conf/config.yaml, conf/opt/)
+    ("steps", lambda v: is_int(v) and v > 0, "must be an integer > 0"),
+    ("log_every", lambda v: is_int(v) and v > 0, "must be an integer > 0"),
+    ("loss_ceiling", lambda v: is_number(v) and v > 0, "must be a number > 0"),
+    ("threads", lambda v: v is None or (is_int(v) and v > 0), "must be null (torch's default) or an integer > 0"),
+    ("lr_schedule.name", lambda v: v in LR_SCHEDULES, f"allowed: {', '.join(LR_SCHEDULES)}"),
+    ("lr_schedule.final_ratio", lambda v: is_number(v) and v > 0, "must be a number > 0"),
+    ("checkpoint_every", lambda v: is_int(v) and v >= 0, "must be an integer >= 0"),
+    ("epoch_units", lambda v: isinstance(v, bool), "must be true or false"),
+    ("progress", lambda v: isinstance(v, bool), "must be true or false"),
+    ("name", lambda v: isinstance(v, str) and v.strip("./") != "", "must be a folder name under runs/"),
+    ("opt.momentum", lambda v: is_number(v) and 0 <= v < 1, "must be a number in [0, 1)"),
+    ("opt.weight_decay", lambda v: is_number(v) and v >= 0, "must be a number >= 0"),
+    ("opt.eps", lambda v: is_number(v) and v > 0, "must be a number > 0"),
+    ("until", lambda v: isinstance(v, DictConfig) and all(is_number(x) for x in v.values()),
+     "must map metric names to numbers, e.g. +until.train_acc=1.0"),
+)
 
 
 def validate(cfg: DictConfig) -> None:
     """Checks the keys every run has (DESIGN §2); tasks check their own keys when built."""
     validate_run(cfg.opt.name, cfg.lr, cfg.rho, cfg.seed)
-    require(isinstance(cfg.steps, int) and cfg.steps > 0, "steps", cfg.steps, "must be an integer > 0")
-    require(isinstance(cfg.log_every, int) and cfg.log_every > 0, "log_every", cfg.log_every,
-            "must be an integer > 0")
-    require(isinstance(cfg.loss_ceiling, (int, float)) and cfg.loss_ceiling > 0, "loss_ceiling",
-            cfg.loss_ceiling, "must be a number > 0")
-    threads = cfg.get("threads")
-    require(threads is None or (isinstance(threads, int) and not isinstance(threads, bool) and threads > 0),
-            "threads", threads, "must be null (torch's default) or an integer > 0")
-    schedule = cfg.lr_schedule
-    require(schedule.name in LR_SCHEDULES, "lr_schedule.name", schedule.name,
-            f"allowed: {', '.join(LR_SCHEDULES)}")
-    ratio = schedule.final_ratio
-    require(isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and ratio > 0,
-            "lr_schedule.final_ratio", ratio, "must be a number > 0")
-    every = cfg.checkpoint_every
-    require(isinstance(every, int) and not isinstance(every, bool) and every >= 0, "checkpoint_every", every,
-            "must be an integer >= 0")
-    require(isinstance(cfg.epoch_units, bool), "epoch_units", cfg.epoch_units, "must be true or false")
-    until = cfg.until
-    require(until is None or (isinstance(until, DictConfig) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in until.values())), "until", until,
-        "must map metric names to numbers, e.g. +until.train_acc=1.0")
+    for key, ok, allowed in CHECKS:
+        value = OmegaConf.select(cfg, key)
+        require(ok(value), key, value, allowed)
     resolve_device(cfg.device)
 
 

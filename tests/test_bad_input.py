@@ -1,0 +1,88 @@
+"""The bad-input matrix (DESIGN §2): each bad input ends with exit code 2 and one line naming the key and
+what is allowed — no traceback — and leaves every file outside runs/ as it was."""
+
+import sys
+
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+
+from samrepro import cli
+
+BAD = {  # name: (arguments, what the one line must say)
+    "unknown task": (["task=nope"], "task=nope: unknown; allowed: "),
+    "unknown optimizer": (["opt=adam"], "opt=adam: unknown; allowed: gd, gd_ascent, sam, usam"),
+    "unknown experiment": (["experiment=nope"], "experiment=nope: unknown; allowed: ahn_fig1"),
+    "unknown stage": (["stage=nope"], "stage=nope: unknown; allowed: adversarial_init"),
+    "unknown key": (["nonsense=3"], "Could not override 'nonsense'"),
+    "malformed override": (["lr=(0.1"], "malformed override"),
+    "negative rho": (["rho=-1"], "rho=-1: must be a number >= 0"),
+    "zero lr": (["lr=0"], "lr=0: must be a number > 0"),
+    "bad lr in a sweep": (["-m", "lr=0.1,-0.2"], "lr=-0.2: must be a number > 0"),
+    "bad opt in a sweep": (["-m", "opt=sam,adam"], "opt=adam: unknown"),
+    "zero steps": (["steps=0"], "steps=0: must be an integer > 0"),
+    "steps as a word": (["steps=ten"], "steps=ten: must be an integer > 0"),
+    "fractional seed": (["seed=1.5"], "seed=1.5: must be an integer"),
+    "fractional log_every": (["log_every=1.5"], "log_every=1.5: must be an integer > 0"),
+    "zero loss ceiling": (["loss_ceiling=0"], "loss_ceiling=0: must be a number > 0"),
+    "negative threads": (["threads=-2"], "threads=-2: must be null"),
+    "unknown device": (["device=tpu"], "device=tpu: allowed: auto, cpu, cuda"),
+    "unknown lr schedule": (["lr_schedule.name=cosine"], "lr_schedule.name=cosine: allowed: "),
+    "lr schedule ratio as a word": (["lr_schedule.final_ratio=abc"], "lr_schedule.final_ratio=abc: must be"),
+    "negative checkpoint_every": (["checkpoint_every=-1"], "checkpoint_every=-1: must be an integer >= 0"),
+    "epoch_units not a bool": (["epoch_units=maybe"], "epoch_units=maybe: must be true or false"),
+    "progress not a bool": (["progress=maybe"], "progress=maybe: must be true or false"),
+    "empty name": (["name="], "name=: must be a folder name"),
+    "negative momentum": (["opt.momentum=-1"], "opt.momentum=-1: must be a number in [0, 1)"),
+    "zero eps": (["opt.eps=0"], "opt.eps=0: must be a number > 0"),
+    "unknown until metric": (["+until.nope=1"], "until=['nope']: unknown metric; allowed: loss"),
+    "until not a number": (["+until.loss=low"], "until="),
+    "init of the wrong length": (["task=single_neuron", "task.init=[1.0]"], "task.init=[1.0]: must have 2 entries"),
+    "init of words": (["task=single_neuron", "task.init=[a,b]"], "task.init="),
+    "unknown loss": (["task=single_neuron", "task.loss=cubic"], "task.loss=cubic"),
+    "quadratic init too long": (["task.init=[1,2,3]"], "task.init=[1, 2, 3]: must have 2 entries"),
+    "toy4d batch size": (["task=toy4d", "task.batch_size=3"], "task.batch_size=3: allowed: 1"),
+    "matrix sensing rank": (["task=matrix_sensing", "task.r=0"], "task.r=0: must be an integer > 0"),
+    "sparse coding dimension": (["task=sparse_coding", "task.d=0"], "task.d=0: must be an integer > 0"),
+    "cifar model": (["task=cifar10", "task.model=vgg"], "task.model=vgg: allowed: resnet18"),
+    "cifar data missing": (["task=cifar10", "task.data_root=no_such_folder"], "task.data_root=no_such_folder: no CIFAR"),
+    "checkpoint missing": (["task=cifar10", "task.init=no_such.pt"], "task.init=no_such.pt"),
+    "output folder under a file": (["hydra.run.dir=notes.txt/run"], "notes.txt is a file, not a folder"),
+    "sweep folder is a file": (["-m", "hydra.sweep.dir=notes.txt", "lr=0.1,0.2"], "notes.txt is a file"),
+    "folder holding other files": (["hydra.run.dir=."], "holds files samrepro did not write (notes.txt"),
+    "folder of another config": (["task.eigenvalues=[3.0,1.0]", "hydra.run.dir=runs/taken"],
+                                 "holds the completed run of another config (task.eigenvalues"),
+}
+
+
+def run_cli(monkeypatch, *args):
+    GlobalHydra.instance().clear()
+    monkeypatch.setattr(sys, "argv", ["samrepro", "steps=3", "progress=false", "device=cpu", *args])
+    cli.main()
+
+
+def snapshot(folder):
+    return {p: p.read_bytes() if p.is_file() else None for p in folder.rglob("*") if "taken" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("user")
+    (folder / "notes.txt").write_text("a user's own file")
+    return folder
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_input_is_one_clear_line_and_touches_nothing(name, workdir, monkeypatch, capsys):
+    args, message = BAD[name]
+    monkeypatch.chdir(workdir)
+    if name == "folder of another config":
+        run_cli(monkeypatch, "hydra.run.dir=runs/taken")
+        capsys.readouterr()
+    before = snapshot(workdir)
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(monkeypatch, *args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("samrepro: error: ") and message in err, err
+    assert snapshot(workdir) == before
