@@ -1,7 +1,7 @@
 """Batched vs one-by-one: the cost of the whole Dai Fig. 2 sweep against its slowest single run.
 
 All configurations of ``experiment=dai_fig2`` (GD, SAM, USAM × ρ) share the sensing matrices, so
-``samrepro.sweep`` runs them as one task with a configuration dimension: params [C, d, d], one copy of
+``samrepro.runner`` runs them as one task with a configuration dimension: params [C, d, d], one copy of
 the A_i. This script runs that batch once, then every configuration alone, each with the same
 (shortened) settings, and prints the times and the ratio batched / slowest single run, measured in
 this one process.
@@ -12,6 +12,7 @@ this one process.
 from __future__ import annotations
 
 import argparse
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -19,9 +20,8 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_module
 
-from samrepro.cli import CONF_MODULE, execute
-from samrepro.config import run_values
-from samrepro.sweep import expand
+from samrepro.cli import CONF_MODULE
+from samrepro.runner import Run, execute
 
 
 def main() -> None:
@@ -36,10 +36,11 @@ def main() -> None:
     overrides = [f"steps={args.steps}", f"log_every={args.steps}", f"device={args.device}",
                  f"task.sharpness_every={args.sharpness_every}"]
     overrides += [f"task.{k}={v}" for k, v in (("d", args.d), ("r", args.r)) if v is not None]
-    jobs = expand("dai_fig2", overrides)
     with initialize_config_module(version_base="1.3", config_module=CONF_MODULE):
-        configs = [compose("config", overrides=job) for job in jobs]
-    base, runs = configs[0], [run_values(c) for c in configs]
+        base = compose("config", overrides=["experiment=dai_fig2", *overrides], return_hydra_config=True)
+    grid = {k: str(v).split(",") for k, v in base.hydra.sweeper.params.items()}
+    runs = [{k: (v if k == "opt" else float(v)) for k, v in zip(grid, values)}
+            for values in itertools.product(*grid.values())]
     print(f"dai_fig2: {len(runs)} configurations, d={base.task.d}, r={base.task.r}, {args.steps} steps, "
           f"torch threads={torch.get_num_threads()}")
 
@@ -47,7 +48,7 @@ def main() -> None:
         def timed(selected: list[dict], tag: str) -> float:
             dirs = [Path(tmp) / f"{tag}{i}" for i in range(len(selected))]
             start = time.perf_counter()
-            execute(base, selected, dirs, progress=False)
+            execute(base, [Run.of(base, d, **run) for run, d in zip(selected, dirs)], ["new"] * len(selected))
             return time.perf_counter() - start
 
         timed(runs[:1], "warmup")

@@ -188,3 +188,31 @@ def test_a_frozen_configuration_is_left_as_it_is_even_with_a_non_finite_gradient
              lambda p, pert: (task.loss(p, None, pert).detach(), [torch.stack([p[0][0] * 0 + 1, p[0][1] * float("nan")])]))
     after = opt.params[0].detach()
     assert torch.equal(after[1], before[1]) and not torch.equal(after[0], before[0]) and after.isfinite().all()
+
+
+def test_the_readme_own_loop_example_keeps_gd_ascent_and_batchnorm_right():
+    """README's closure: the model at the given parameters, BatchNorm statistics from the first pass only."""
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 3), torch.randn(16, 1)
+
+    def train_step(rule):
+        torch.manual_seed(1)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 1))
+        names, params = zip(*model.named_parameters())
+        opt = SAM(params, rule, lr=0.1, rho=0.05)
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+        def loss_fn(params, perturbed):
+            for m in norms:
+                m.momentum = 0.0 if perturbed else 0.1
+            out = torch.func.functional_call(model, dict(zip(names, params)), (x,))
+            return torch.nn.functional.mse_loss(out, y).reshape(1)
+
+        opt.step(loss_fn)
+        return model
+
+    gd, sam, ascent = train_step("gd"), train_step("sam"), train_step("gd_ascent")
+    assert not torch.equal(gd[0].weight, ascent[0].weight) and not torch.equal(sam[0].weight, ascent[0].weight)
+    for model in (sam, ascent):  # statistics of the unperturbed batch only: the same as GD's single pass
+        assert torch.equal(model[1].running_mean, gd[1].running_mean)
+        assert torch.equal(model[1].running_var, gd[1].running_var)

@@ -1,0 +1,188 @@
+"""Fault drill: SIGKILL samrepro at random moments, resume after each kill, and compare every run folder
+with an uninterrupted run of the same work.
+
+    python scripts/fault_drill.py [--kills 24] [--seed 0] [--figure results/figures/fault_drill.png]
+
+The work is a batched sweep of mixed configurations (GD, SAM and USAM on a quadratic over a 15 × 15 grid
+of η and ρ: 675 runs, USAM diverging in part of it) and ``samrepro-figs dai_thm2`` (its sweep, its CSV
+and its figure). Kills land in three phases, chosen in turn: during training (before any summary is
+written), during the summary writes at the end of the batch (the first summary.json is watched for),
+and during ``samrepro-figs`` (at random, with its CSV's temp file watched for). After each kill the
+drill checks that every summary.json and metrics.csv on disk parses, then runs the command again; a
+trial may be killed up to three times before its last, uninterrupted run. Finally every run folder must
+equal the reference: byte-identical metrics.csv, one summary.json with the same status, steps and final
+metrics, no folder lost, none extra, no temp file left; and results/dai_thm2.csv byte-identical. It
+prints kills survived and mismatches (both must be as stated: mismatches 0) and draws the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+BIN = Path(sys.executable).parent
+GRID = ",".join(f"{v:.3g}" for v in [0.05 * 1.2**i for i in range(15)])
+SWEEP = [str(BIN / "samrepro"), "-m", "task=quadratic", "task.eigenvalues=[4.0,1.0,0.25]", "task.init=[1.0,1.0,1.0]",
+         "opt=gd,sam,usam", f"lr={GRID}", f"rho={GRID}", "steps=400", "log_every=20", "name=drill", "progress=false"]
+FIGS = [str(BIN / "samrepro-figs"), "dai_thm2", "--results", "results"]
+PHASES = ("training", "summary writes", "samrepro-figs")
+
+
+def start(cmd: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def finish(cmd: list[str], cwd: Path) -> None:
+    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=900)
+
+
+def kill(proc: subprocess.Popen) -> bool:
+    """SIGKILL the process group; False if it had already ended."""
+    if proc.poll() is not None:
+        return False
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return True
+
+
+def wait_for(predicate, proc: subprocess.Popen, limit: float = 600.0) -> bool:
+    deadline = time.monotonic() + limit
+    while proc.poll() is None and time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.002)
+    return False
+
+
+def summaries(root: Path) -> list[Path]:
+    return list(root.glob("runs/*/*/summary.json"))
+
+
+def check_readable(root: Path) -> list[str]:
+    """Every summary.json and metrics.csv on disk parses (a kill leaves old files or new ones, never half)."""
+    bad = []
+    for path in summaries(root):
+        try:
+            json.loads(path.read_text())
+        except ValueError:
+            bad.append(str(path))
+    for path in root.glob("runs/*/*/metrics.csv"):
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows or any(len(r) != len(rows[0]) for r in rows):
+            bad.append(str(path))
+    return bad
+
+
+def folder_state(root: Path) -> dict[str, tuple]:
+    state = {}
+    for d in sorted({p.parent for p in root.glob("runs/*/*/config.yaml")} | {p.parent for p in summaries(root)}):
+        s = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
+        metrics = (d / "metrics.csv").read_bytes() if (d / "metrics.csv").exists() else None
+        state[str(d.relative_to(root))] = (metrics, s.get("status"), s.get("steps_done"), s.get("final"))
+    return state
+
+
+def attempt(phase: str, work: Path, rng: random.Random, durations: dict) -> dict:
+    """One kill in ``phase``; returns what was killed and when."""
+    cmd = FIGS if phase == "samrepro-figs" else SWEEP
+    proc = start(cmd, work)
+    t0 = time.monotonic()
+    if phase == "training":
+        time.sleep(rng.uniform(0.3, max(0.4, durations["sweep"] * 0.9)))
+        in_phase = not summaries(work)
+    elif phase == "summary writes":
+        in_phase = wait_for(lambda: summaries(work), proc)
+        time.sleep(rng.uniform(0, 0.6))
+    else:
+        csv_tmp = work / "results" / "dai_thm2.csv.tmp"
+        time.sleep(rng.uniform(0.0, durations["figs"] * 0.6))
+        in_phase = wait_for(csv_tmp.exists, proc, limit=rng.uniform(0.5, 3.0))
+    killed = kill(proc)
+    return {"phase": phase, "at": time.monotonic() - t0, "killed": killed, "in_phase": in_phase,
+            "unreadable": check_readable(work)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=24)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--figure", type=Path, default=Path("results/figures/fault_drill.png"))
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    base = Path(tempfile.mkdtemp(prefix="samrepro-drill-"))
+    reference = base / "reference"
+    reference.mkdir()
+    t = time.monotonic()
+    finish(SWEEP, reference)
+    durations = {"sweep": time.monotonic() - t}
+    t = time.monotonic()
+    finish(FIGS, reference)
+    durations["figs"] = time.monotonic() - t
+    print(f"reference: sweep {durations['sweep']:.1f} s, samrepro-figs dai_thm2 {durations['figs']:.1f} s")
+    expected = folder_state(reference)
+    kills, trials, mismatches = [], 0, []
+    while sum(k["killed"] for k in kills) < args.kills:
+        trials += 1
+        work = base / f"trial{trials}"
+        work.mkdir()
+        for _ in range(rng.randint(1, 3)):
+            phase = PHASES[len(kills) % len(PHASES)]
+            kills.append({**attempt(phase, work, rng, durations), "trial": trials})
+            mismatches += [f"trial {trials}: unreadable {p}" for p in kills[-1]["unreadable"]]
+        finish(SWEEP, work)
+        finish(FIGS, work)
+        got = folder_state(work)
+        mismatches += [f"trial {trials}: lost {d}" for d in expected.keys() - got.keys()]
+        mismatches += [f"trial {trials}: extra {d}" for d in got.keys() - expected.keys()]
+        mismatches += [f"trial {trials}: differs {d}" for d in expected.keys() & got.keys() if expected[d] != got[d]]
+        mismatches += [f"trial {trials}: temp file {p}" for p in work.rglob("*.tmp")]
+        if (work / "results" / "dai_thm2.csv").read_bytes() != (reference / "results" / "dai_thm2.csv").read_bytes():
+            mismatches.append(f"trial {trials}: results/dai_thm2.csv differs")
+        shutil.rmtree(work)
+    survived = [k for k in kills if k["killed"]]
+    print(f"{len(survived)} kills survived in {trials} trials ({len(expected)} run folders each); "
+          f"mismatches: {len(mismatches)}")
+    for phase in PHASES:
+        ks = [k for k in survived if k["phase"] == phase]
+        print(f"  {phase}: {len(ks)} kills, {sum(k['in_phase'] for k in ks)} inside the phase")
+    for m in mismatches:
+        print("  MISMATCH", m)
+    draw(survived, len(mismatches), len(expected), args.figure)
+    shutil.rmtree(base)
+    sys.exit(1 if mismatches else 0)
+
+
+def draw(kills: list[dict], mismatches: int, folders: int, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 2.8))
+    for i, phase in enumerate(PHASES):
+        ks = [k for k in kills if k["phase"] == phase]
+        ax.scatter([k["at"] for k in ks], [i] * len(ks), marker="x", color="C3", label="SIGKILL" if i == 0 else None)
+    ax.set_yticks(range(len(PHASES)), PHASES)
+    ax.set_xlabel("time of the kill after the command started (s)")
+    ax.set_title(f"fault drill: {len(kills)} kills, each resumed; {folders} run folders compared "
+                 f"with an uninterrupted run: {mismatches} mismatches", fontsize=9)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
