@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from samrepro.figures import Claim, Figure, final_rows, save
+from samrepro.figures.dai_fig5 import usam_threshold
+from samrepro.tasks.cifar10 import initial_norm
 
 MODELS = {"cnn_tanh": "CNN-tanh", "fcn_relu": "FCN-ReLU"}
 
@@ -67,6 +69,14 @@ def claims(df: pd.DataFrame) -> list[Claim]:
                     "needs a GPU and CIFAR-10: make figs-gpu",
                 ),
                 Claim(
+                    f"USAM's ρ grid straddles its threshold ρ* = (2/η − λ)/λ² ({label})",
+                    "some ρ < ρ* and some ρ > ρ*",
+                    "not run",
+                    "exact",
+                    None,
+                    "needs a GPU and CIFAR-10: make figs-gpu",
+                ),
+                Claim(
                     f"USAM diverges easily ({label})",
                     "USAM unstable at a ρ where SAM is stable",
                     "not run",
@@ -91,6 +101,21 @@ def claims(df: pd.DataFrame) -> list[Claim]:
                 not sam_bad,
             )
         )
+        lam, rho_star = usam_threshold(runs)
+        width = runs["task.width"].iloc[0] if "task.width" in runs else None
+        w0 = initial_norm(model, None if pd.isna(width) else int(width), int(runs.seed.iloc[0]))
+        rhos = sorted(usam.rho)
+        out.append(
+            Claim(
+                f"USAM's ρ grid straddles its threshold ρ* = (2/η − λ)/λ² ({label})",
+                "some ρ < ρ* and some ρ > ρ*",
+                f"λ_max at init = {lam:.4g} (2/η = {2 / runs.lr.iloc[0]:g}), ρ* = {rho_star:.3g}; "
+                f"ρ/‖w₀‖ ∈ [{rhos[0] / w0:.2g}, {rhos[-1] / w0:.2g}] (‖w₀‖ = {w0:.3g})",
+                "exact",
+                bool(rhos[0] < rho_star < rhos[-1]),
+                "" if rhos[0] < rho_star < rhos[-1] else "rerun with a ρ grid around ρ*",
+            )
+        )
         usam_bad = sorted(usam.rho[usam.unstable])
         contrast = [r for r in usam_bad if r not in sam_bad]
         out.append(
@@ -113,6 +138,8 @@ FIGURE = Figure(
     gpu=True,
     notes="Cohen et al.'s setup, which Dai et al. build on: first 5,000 training images, per-pixel "
     "standardized, squared loss ½‖f(x) − e_y‖² averaged over examples, full batch, η = 0.025, "
-    "300 steps. ρ ∈ {0.01, 0.05, 0.1, 0.5} is our choice (the paper does not list its ρ values). "
+    "300 steps. ρ ∈ {0.01, …, 5} is our choice (the paper does not list its ρ values), a log grid that straddles "
+    "USAM's threshold ρ* = (2/η − λ)/λ² for λ_max at the initialization (measured on all 5,000 images) between "
+    "≈ 4 and ≈ 50; ρ* and ρ/‖w₀‖ are reported. "
     "A run counts as unstable when it diverges or its final loss exceeds its initial loss.",
 )

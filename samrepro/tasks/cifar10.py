@@ -130,6 +130,18 @@ def make_model(name: str, width: int, norm: str) -> nn.Module:
     )
 
 
+def initial_model(name: str, width: int, norm: str, seed: int) -> nn.Module:
+    """The model at its initialization from ``seed`` (on the CPU)."""
+    torch.manual_seed(seed)
+    return make_model(name, width, norm)
+
+
+def initial_norm(name: str, width: int | None, seed: int) -> float:
+    """‖w₀‖: the global L2 norm of the parameters of ``initial_model`` (width None: the default)."""
+    model = initial_model(name, width or DEFAULT_WIDTH[name], "groupnorm", seed)
+    return math.sqrt(sum(p.detach().square().sum().item() for p in model.parameters()))
+
+
 # ------------------------------------------------------------------------------------------ data
 class CIFAR10Files(CIFAR10):
     """torchvision's CIFAR10, used only to download the archive (which checks its checksum)."""
@@ -285,8 +297,7 @@ class CIFAR10Task(Task):
     # ------------------------------------------------------------ parameters
     def init_params(self, seeds: Sequence[int]) -> list[Tensor]:
         """A fresh model from ``seeds[0]`` (``init=scratch``), or loaded from the checkpoint ``init``."""
-        torch.manual_seed(seeds[0])
-        self.model = make_model(self.model_name, self.width, self.norm).to(
+        self.model = initial_model(self.model_name, self.width, self.norm, seeds[0]).to(
             self.device, memory_format=self.memory_format
         )
         if self.init != "scratch":
@@ -314,7 +325,7 @@ class CIFAR10Task(Task):
                               "written by a stage (e.g. stage=adversarial_init)")
         missing = sorted(ours.keys() - state.keys())
         unexpected = sorted(state.keys() - ours.keys())
-        shapes = [k for k in ours.keys() & state.keys() if ours[k].shape != state[k].shape]
+        shapes = [k for k in ours if k in state and ours[k].shape != state[k].shape]
         if missing or unexpected or shapes:
             problem = (f"{shapes[0]} is {list(state[shapes[0]].shape)}, this model's {list(ours[shapes[0]].shape)}"
                        if shapes else f"keys differ (e.g. missing {missing[:1]}, unexpected {unexpected[:1]})")
