@@ -20,8 +20,11 @@ set: k copies of it with ``confusion_zero_fraction`` of the pixel positions zero
 random labels.
 
 On CUDA the forward runs under bf16 autocast (no GradScaler; ``bf16=false`` turns it off) with
-channels_last, optionally ``torch.compile``d; on CPU in float32. Full batch (``batch_size=null``) is the
-whole training set, its gradient accumulated over chunks of ``chunk_size`` images.
+channels_last (``channels_last=false``: contiguous) and ``cudnn.benchmark``; on CPU in float32. With
+``compile`` every pass (SAM's unperturbed and perturbed ones, BatchNorm or not, and the metrics') runs
+through one ``torch.compile``d functional call of the model, so compile covers both SAM passes.
+Full batch (``batch_size=null``) is the whole training set, its gradient accumulated over chunks of
+``chunk_size`` images.
 
 One configuration per process (``config_dim = False``): the parameters are the model's own tensors;
 ``loss`` evaluates the model at other tensors (e.g. gd_ascent's ascent point) by
@@ -265,13 +268,16 @@ class CIFAR10Task(Task):
         compile: bool,
         lambda_max_batch: int,
         device: torch.device,
+        channels_last: bool = True,
         lambda_max_every: int = 0,
         eval_subset: int | None = None,
         eval_full_above: float = 0.99,
         eval_chunk_size: int = 4096,
     ):
         cuda = device.type == "cuda"
-        fmt = torch.channels_last if cuda else torch.contiguous_format
+        if cuda:
+            torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution kernels once
+        fmt = torch.channels_last if cuda and channels_last else torch.contiguous_format
         self.train_x, self.train_y = train_x.to(device, memory_format=fmt), train_y.to(device)
         self.test_x, self.test_y = test_x.to(device, memory_format=fmt), test_y.to(device)
         self.model_name, self.width, self.norm, self.init = model, width, norm, init
@@ -303,7 +309,7 @@ class CIFAR10Task(Task):
         if self.init != "scratch":
             self.load_checkpoint(self.init)
         self.model.train()
-        self.forward = torch.compile(self.model) if self.compile else self.model
+        self.functional = torch.compile(self._call) if self.compile else self._call
         self.names = [name for name, _ in self.model.named_parameters()]
         self.params = list(self.model.parameters())
         self.buffers = dict(self.model.named_buffers())
@@ -354,15 +360,19 @@ class CIFAR10Task(Task):
         ``perturbed``: BatchNorm updates scratch copies of its running statistics, not the model's."""
         own = all(p is q for p, q in zip(params, self.params, strict=True))
         with self._autocast():
-            if own and not (perturbed and self.buffers):
-                out = self.forward(x)
-            else:
+            if own and not (perturbed and self.buffers) and not self.compile:
+                out = self.model(x)
+            else:  # compiled: every pass (SAM's two, the metrics') goes through the one compiled function
                 tensors = dict(zip(self.names, params, strict=True))
                 if perturbed and self.buffers:
                     torch._foreach_copy_(list(self._scratch_buffers.values()), list(self.buffers.values()))
                     tensors.update(self._scratch_buffers)
-                out = torch.func.functional_call(self.model, tensors, (x,))
+                out = self.functional(tensors, x)
         return out.float()
+
+    def _call(self, tensors: dict[str, Tensor], x: Tensor) -> Tensor:
+        """The model with ``tensors`` in place of its parameters (and buffers, where given)."""
+        return torch.func.functional_call(self.model, tensors, (x,))
 
     def criterion(self, out: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
         if self.loss_name == "ce":
@@ -562,6 +572,7 @@ def build(cfg: DictConfig, n_configs: int, device: torch.device) -> CIFAR10Task:
         compile=cfg.compile,
         lambda_max_batch=cfg.lambda_max_batch,
         device=device,
+        channels_last=cfg.channels_last,
         lambda_max_every=cfg.lambda_max_every,
         eval_subset=cfg.eval_subset,
         eval_full_above=cfg.eval_full_above,
