@@ -22,8 +22,8 @@ figs: $(STAMP)
 
 # GPU figures (CUDA + CIFAR-10 in $$SAMREPRO_DATA or ./data). Two profiles (README, "GPU figures"):
 #   make figs-gpu        paper-length: dai_fig3, then stage adversarial_init + dai_fig5, stage fullbatch_init
-#                        + dai_fig8 (≈ 5–6 h on one H100, an estimate from measured FLOPs)
-#   make figs-gpu-quick  all three figures and their claims in ≈ 30 min on one H100 (estimate)
+#                        + dai_fig8 (≈ 4.5 h on one H100, ≤ 6 h at the stage caps: an estimate from FLOPs)
+#   make figs-gpu-quick  all three figures and their claims in ≈ 28 min on one H100 (≤ 35 min at the caps; estimate)
 # One target per figure (fig3 first: it needs no checkpoint); each checkpoint is a file made by its stage
 # (finished phases are skipped). `make -k` goes on past a failing figure. Without CUDA the targets refuse
 # in one line; FORCE_CPU=1 runs them on the CPU anyway (a CPU-year at paper length).
