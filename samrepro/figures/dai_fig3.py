@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as ticker
 import pandas as pd
 
 from samrepro.figures import Claim, Figure, final_rows, save
@@ -17,6 +18,7 @@ from samrepro.figures.dai_fig5 import usam_threshold
 from samrepro.tasks.cifar10 import initial_norm
 
 MODELS = {"cnn_tanh": "CNN-tanh", "fcn_relu": "FCN-ReLU"}
+CAP = 1e3  # losses are drawn up to CAP × the initial loss
 
 
 def unstable(final: pd.DataFrame, first: pd.DataFrame) -> pd.Series:
@@ -29,23 +31,27 @@ def unstable(final: pd.DataFrame, first: pd.DataFrame) -> pd.Series:
 def draw(df: pd.DataFrame, stem: Path) -> None:
     rhos = sorted(r for r in df.rho.unique() if r > 0)
     cmap = plt.get_cmap("viridis")
-    fig, axes = plt.subplots(1, len(MODELS), figsize=(11, 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(MODELS), figsize=(12, 4.2), squeeze=False)
     for ax, (model, label) in zip(axes[0], MODELS.items(), strict=True):
         runs = df[df["task.model"] == model]
         gd = runs[(runs.rho == 0) & (runs["opt.name"] == "sam")]
+        cap = CAP * runs[runs.step == 0].train_loss.max()  # diverging runs are drawn up to the cap
         ax.plot(gd.step, gd.train_loss, color="k", lw=1.5, label="GD")
         for (opt, rho), run in runs[runs.rho > 0].groupby(["opt.name", "rho"]):
             color = cmap(rhos.index(rho) / max(1, len(rhos) - 1))
             ax.plot(
                 run.step,
-                run.train_loss,
+                run.train_loss.clip(upper=cap),
                 color=color,
                 ls="-" if opt == "sam" else "--",
                 label=f"{opt.upper()} ρ={rho:g}",
             )
             if run.status.iloc[0] == "diverged":
-                ax.plot(run.step.iloc[-1], run.train_loss.iloc[-1], "x", color=color, ms=8)
+                ax.plot(run.step.iloc[-1], min(run.train_loss.iloc[-1], cap), "x", color=color, ms=8)
         ax.set(yscale="log", xlabel="step (full batch)", ylabel="training loss", title=label)
+        low, high = ax.get_ylim()
+        if high / low < 100:  # within two decades: label 1, 2, 5 × 10^k so the axis has labels
+            ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.legend(fontsize=7, ncol=2)
     fig.suptitle(
         r"Dai et al. Fig. 3: early training, $\eta$ = "

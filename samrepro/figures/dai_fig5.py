@@ -67,7 +67,7 @@ def draw_accuracies(df: pd.DataFrame, stem: Path, title: str) -> None:
                 ls="-" if opt == "sam" else "--",
                 label=f"{opt.upper()} ρ={rho:g}",
             )
-        ax.set(xlabel="epoch", ylabel=metric.replace("_", " "), title=metric.replace("_", " "))
+        ax.set(xlabel="epoch", ylabel=metric.replace("_", " "))
     axes[1].legend(fontsize=7, ncol=2)
     lam, rho_star = usam_threshold(df)
     fig.suptitle(f"{title}\nλ_max at the checkpoint = {lam:.3g}; USAM threshold ρ* = (2/η − λ)/λ² = {rho_star:.3g}")
@@ -120,8 +120,9 @@ def sam_drifts(runs: pd.DataFrame) -> Claim:
     return Claim(
         "SAM drifts along the minima for every ρ",
         "train acc stays ≈100%, test acc rises",
-        f"{int(ok.sum())}/{len(judged)} judged SAM runs; test change ∈ [{judged.test_change.min():+.3f}, "
-        f"{judged.test_change.max():+.3f}], min train acc {judged.min_train_acc.min():.4f}"
+        (f"{int(ok.sum())}/{len(judged)} judged SAM runs; test change ∈ [{judged.test_change.min():+.3f}, "
+         f"{judged.test_change.max():+.3f}], min train acc {judged.min_train_acc.min():.4f}" if len(judged)
+         else "no SAM run judged")
         + (f"; {len(short)} runs with ηρ²T < {COVERED:g} (ρ ≤ {short.rho.max():g}) drawn, not judged" if len(short)
            else ""),
         f"Δtest ≥ {MOVED}, train ≥ {ON_MANIFOLD}",
