@@ -190,7 +190,14 @@ NOTES = (
     f"ηρ²T < {COVERED:g} are drawn but not judged. Stuck = |Δ test acc| < {MOVED}; on the manifold = train acc ≥ "
     f"{ON_MANIFOLD}."
 )
-FIGURE = Figure("dai_fig5", "ResNet18 on CIFAR-10 from the adversarial checkpoint", draw, claims, gpu=True,
-                notes=NOTES)
-FIGURES = [Figure("dai_fig5_quick", "dai_fig5, quick profile (make figs-gpu-quick)", draw, claims, gpu=True,
-                  notes="dai_fig5's claims on 20 epochs from the one-copy adversarial checkpoint.")]
+
+
+def with_quick_profile(fig_id: str, title: str, draw, claims, notes: str, quick: str) -> tuple[Figure, list[Figure]]:
+    """The figure of the paper-length profile and, as ``<id>_quick``, of the quick one (make figs-gpu-quick)."""
+    return Figure(fig_id, title, draw, claims, gpu=True, notes=notes), [
+        Figure(f"{fig_id}_quick", f"{fig_id}, quick profile", draw, claims, gpu=True, notes=quick)
+    ]
+
+
+FIGURE, FIGURES = with_quick_profile("dai_fig5", "ResNet18 on CIFAR-10 from the adversarial checkpoint", draw, claims,
+                                     NOTES, "dai_fig5's claims on 20 epochs from the one-copy adversarial checkpoint.")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from samrepro.figures import Claim, Figure
+from samrepro.figures import Claim
 from samrepro.figures.dai_fig5 import (
     COVERED,
     MOVED,
@@ -20,6 +20,7 @@ from samrepro.figures.dai_fig5 import (
     grid_claim,
     sam_drifts,
     usam_threshold,
+    with_quick_profile,
 )
 
 
@@ -70,7 +71,5 @@ NOTES = (
     f"threshold ρ* leaves the minimum, so 'stuck' is judged below ρ*; SAM runs with ηρ²T < {COVERED:g} are not "
     f"judged; on the manifold = train acc ≥ {ON_MANIFOLD}."
 )
-FIGURE = Figure("dai_fig8", "ResNet18 on CIFAR-10 from the full-batch checkpoint", draw, claims, gpu=True,
-                notes=NOTES)
-FIGURES = [Figure("dai_fig8_quick", "dai_fig8, quick profile (make figs-gpu-quick)", draw, claims, gpu=True,
-                  notes="dai_fig8's claims on the first 10,000 training images, 100 epochs.")]
+FIGURE, FIGURES = with_quick_profile("dai_fig8", "ResNet18 on CIFAR-10 from the full-batch checkpoint", draw, claims,
+                                     NOTES, "dai_fig8's claims on the first 10,000 training images, 100 epochs.")
