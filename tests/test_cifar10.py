@@ -459,3 +459,22 @@ def test_multistep_schedule_is_liu_et_als_step_decay():
 
     factor = lr_schedule("multistep", 0.01, 300)
     assert [factor(t) for t in (0, 149, 150, 249, 250, 299)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_each_profile_reads_the_checkpoint_its_make_target_builds():
+    """The Makefile builds checkpoints/<stage>.pt with stage=<stage>; each experiment's task.init is one."""
+    stages = {}
+    for name in ("adversarial_init", "adversarial_init_quick", "fullbatch_init", "fullbatch_init_quick"):
+        stage = run_cfg("data", f"stage={name}").stage
+        assert stage.save_to == f"checkpoints/{name}.pt" and stage.name == name
+        stages[name] = stage
+    for phase in [*stages["adversarial_init"].phases.values(), stages["fullbatch_init"].phases.fullbatch]:
+        assert phase.lr_schedule.name == "multistep" and phase.until.train_acc >= 0.9999
+    assert stages["adversarial_init_quick"].phases.confusion.task.confusion_copies == 1
+    assert stages["adversarial_init_quick"].phases.confusion.lr == 0.1  # the rest inherited from the full stage
+    for experiment, stage in [("dai_fig5", "adversarial_init"), ("dai_fig8", "fullbatch_init"),
+                              ("dai_fig5_quick", "adversarial_init_quick"), ("dai_fig8_quick", "fullbatch_init_quick")]:
+        cfg = run_cfg("data", f"experiment={experiment}")
+        assert cfg.task.init == stages[stage].save_to and cfg.name == experiment and cfg.task.lambda_max_batch > 0
+    quick_subset = stages["fullbatch_init_quick"].phases.fullbatch.task.subset
+    assert run_cfg("data", "experiment=dai_fig8_quick").task.subset == quick_subset == 10000
