@@ -53,13 +53,17 @@ def test_a_training_step_does_not_sync_with_the_host(cifar_root):
     task = tasks.build(task_cfg(cifar_root, width=8, subset=64, batch_size=32, augment=True), 1, CUDA)
     optimizer = SAM(task.init_params([0]), "sam", 0.1, 0.05)
     batches = task.batches([0])
-    next(batches)  # the first draw allocates the generator's state
+
+    def step():
+        batch = next(batches)
+        return optimizer.step(lambda p, pert: task.loss(p, batch, pert),
+                              lambda p, pert: task.loss_and_grad(p, batch, pert))
+
+    step()  # warm-up: cudnn.benchmark picks its kernels, the allocator and the generator set up
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        batch = next(batches)
-        loss = optimizer.step(lambda p, pert: task.loss(p, batch, pert),
-                              lambda p, pert: task.loss_and_grad(p, batch, pert))
+        loss = step()
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(loss).all()
