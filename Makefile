@@ -37,16 +37,16 @@ gpu-check: $(STAMP)
 dai_fig3: gpu-check
 	$(BIN)/samrepro-figs --gpu dai_fig3
 
-dai_fig5: checkpoints/adversarial_init.pt
+dai_fig5: gpu-check checkpoints/adversarial_init.pt
 	$(BIN)/samrepro-figs --gpu dai_fig5
 
-dai_fig8: checkpoints/fullbatch_init.pt
+dai_fig8: gpu-check checkpoints/fullbatch_init.pt
 	$(BIN)/samrepro-figs --gpu dai_fig8
 
-dai_fig5_quick: checkpoints/adversarial_init_quick.pt
+dai_fig5_quick: gpu-check checkpoints/adversarial_init_quick.pt
 	$(BIN)/samrepro-figs --gpu dai_fig5_quick
 
-dai_fig8_quick: checkpoints/fullbatch_init_quick.pt
+dai_fig8_quick: gpu-check checkpoints/fullbatch_init_quick.pt
 	$(BIN)/samrepro-figs --gpu dai_fig8_quick
 
 # conf/stage/<name>.yaml writes checkpoints/<name>.pt
