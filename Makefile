@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test figs figs-gpu bench lint clean-runs
+.PHONY: install test figs figs-gpu figs-gpu-quick gpu-check dai_fig3 dai_fig5 dai_fig8 dai_fig5_quick dai_fig8_quick \
+	bench lint clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,17 +20,45 @@ test: $(STAMP)
 figs: $(STAMP)
 	$(BIN)/samrepro-figs
 
-# GPU figures (CUDA + CIFAR-10 in $$SAMREPRO_DATA or ./data): the checkpoints (skipped when done), the sweeps
-# through Hydra (any launcher; finished runs are skipped), then their CSVs, figures and CLAIMS.md.
-figs-gpu: $(STAMP)
-	$(BIN)/samrepro task=cifar10 stage=adversarial_init
-	$(BIN)/samrepro task=cifar10 stage=fullbatch_init
-	$(BIN)/samrepro -m experiment=dai_fig3
-	$(BIN)/samrepro -m experiment=dai_fig5
-	$(BIN)/samrepro -m experiment=dai_fig8
-	$(BIN)/samrepro-figs --gpu
+# GPU figures (CUDA + CIFAR-10 in $$SAMREPRO_DATA or ./data). Two profiles (README, "GPU figures"):
+#   make figs-gpu        paper-length: dai_fig3, then stage adversarial_init + dai_fig5, stage fullbatch_init
+#                        + dai_fig8 (≈ 4.5 h on one H100, ≤ 6 h at the stage caps: an estimate from FLOPs)
+#   make figs-gpu-quick  all three figures and their claims in ≈ 28 min on one H100 (≤ 35 min at the caps; estimate)
+# One target per figure (fig3 first: it needs no checkpoint); each checkpoint is a file made by its stage
+# (finished phases are skipped). `make -k` goes on past a failing figure. Without CUDA the targets refuse
+# in one line; FORCE_CPU=1 runs them on the CPU anyway (a CPU-year at paper length).
+figs-gpu: dai_fig3 dai_fig5 dai_fig8
+figs-gpu-quick: dai_fig3 dai_fig5_quick dai_fig8_quick
 
-bench: $(STAMP)
+gpu-check: $(STAMP)
+	@$(BIN)/python -c "import torch, sys; sys.exit(not torch.cuda.is_available())" || [ -n "$(FORCE_CPU)" ] || \
+	  { echo "make: no CUDA GPU here; the GPU figures take GPU hours (set FORCE_CPU=1 to run them on the CPU)" >&2; exit 2; }
+
+dai_fig3: gpu-check
+	$(BIN)/samrepro-figs --gpu dai_fig3
+
+dai_fig5: gpu-check checkpoints/adversarial_init.pt
+	$(BIN)/samrepro-figs --gpu dai_fig5
+
+dai_fig8: gpu-check checkpoints/fullbatch_init.pt
+	$(BIN)/samrepro-figs --gpu dai_fig8
+
+dai_fig5_quick: gpu-check checkpoints/adversarial_init_quick.pt
+	$(BIN)/samrepro-figs --gpu dai_fig5_quick
+
+dai_fig8_quick: gpu-check checkpoints/fullbatch_init_quick.pt
+	$(BIN)/samrepro-figs --gpu dai_fig8_quick
+
+# conf/stage/<name>.yaml writes checkpoints/<name>.pt
+checkpoints/%.pt: | gpu-check
+	$(BIN)/samrepro task=cifar10 stage=$* progress=false
+
+BENCH := $(VENV)/.bench
+$(BENCH): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[bench]"
+	touch $(BENCH)
+
+bench: $(BENCH)
 	$(BIN)/python scripts/bench_step.py
 
 lint: $(STAMP)

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from samrepro.optim import RULES
 
-LR_SCHEDULES = ("constant", "geometric")  # implemented by samrepro.train.lr_schedule
+LR_SCHEDULES = ("constant", "geometric", "multistep")  # implemented by samrepro.train.lr_schedule
 
 
 class ConfigError(ValueError):

@@ -1,15 +1,19 @@
 """Time one SGD step and one SAM step, ours and pytorch-optimizer's, in one run (DESIGN §7).
 
     python scripts/bench_step.py [--device auto|cpu|cuda] [--batch 128] [--steps 30] [--warmup 5]
-                                 [--models resnet18 fcn_relu] [--compile]
+                                 [--models resnet18 cnn_tanh fcn_relu] [--channels-last|--contiguous]
+                                 [--bf16|--fp32] [--compile]
 
 For each model (CIFAR-10 shapes, random data on the device; the step does not depend on the values) it
 reports ms per step and images/s of
   * our GD step (``samrepro.optim.SAM`` with opt=gd) and our SAM step (opt=sam, ρ = 0.05), both through
     the cifar10 task's ``loss_and_grad`` as the trainer calls them;
   * torch.optim.SGD and pytorch-optimizer's SAM (``first_step``/``second_step`` around two backward
-    passes) on the same model, the same forward (bf16 autocast and channels_last on CUDA);
+    passes) on the same model, the same forward;
 and the ratio SAM / (2 × SGD) for both (the floor is 1.0: a SAM step is two forward-backward passes).
+The forward: channels_last or contiguous memory format, bf16 autocast or float32 (CUDA; the CPU runs
+float32 contiguous), optionally torch.compile'd (both SAM passes). pytorch-optimizer is required
+(``pip install -e ".[bench]"``).
 Timing: ``--warmup`` untimed steps, then ``--steps`` steps between two device synchronizations
 (CUDA events on a GPU); the median of ``--repeats`` such blocks.
 """
@@ -23,6 +27,11 @@ from collections.abc import Callable
 from functools import partial
 
 import torch
+
+try:
+    from pytorch_optimizer import SAM as PeerSAM
+except ImportError:
+    raise SystemExit('bench_step.py: error: pytorch-optimizer is missing; pip install -e ".[bench]"') from None
 
 from samrepro.config import resolve_device
 from samrepro.optim import SAM
@@ -55,7 +64,8 @@ def seconds_per_step(
     return statistics.median(times)
 
 
-def make_task(model: str, batch: int, device: torch.device, compile: bool) -> CIFAR10Task:
+def make_task(model: str, batch: int, device: torch.device, compile: bool, bf16: bool,
+              channels_last: bool) -> CIFAR10Task:
     x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
     return CIFAR10Task(
         x,
@@ -70,10 +80,11 @@ def make_task(model: str, batch: int, device: torch.device, compile: bool) -> CI
         chunk_size=batch,
         augment=False,
         init="scratch",
-        bf16=True,
+        bf16=bf16,
         compile=compile,
         lambda_max_batch=0,
         device=device,
+        channels_last=channels_last,
     )
 
 
@@ -103,8 +114,6 @@ def peer(task: CIFAR10Task, sam: bool) -> Callable[[], object]:
             sgd.zero_grad()
 
         return sgd_step
-    from pytorch_optimizer import SAM as PeerSAM
-
     optimizer = PeerSAM(params, torch.optim.SGD, rho=RHO, lr=LR)
 
     def sam_step() -> None:
@@ -125,32 +134,30 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--models", nargs="+", default=["resnet18", "fcn_relu"], choices=list(DEFAULT_WIDTH))
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_WIDTH), choices=list(DEFAULT_WIDTH))
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (both SAM passes)")
+    fmt = parser.add_mutually_exclusive_group()
+    fmt.add_argument("--channels-last", dest="channels_last", action="store_true", default=True,
+                     help="channels_last memory format on CUDA (default)")
+    fmt.add_argument("--contiguous", dest="channels_last", action="store_false", help="contiguous memory format")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--bf16", dest="bf16", action="store_true", default=True,
+                           help="bf16 autocast on CUDA (default)")
+    precision.add_argument("--fp32", dest="bf16", action="store_false", help="float32")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    try:
-        import pytorch_optimizer  # noqa: F401
-
-        have_peer = True
-    except ImportError:
-        have_peer = False
-        print("pytorch-optimizer is not installed: its SAM is skipped (pip install pytorch-optimizer)")
-    name = (
-        torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    )
-    print(
-        f"device: {name}; batch {args.batch}; {args.steps} timed steps × {args.repeats} after {args.warmup} "
-        f"warm-up; {'bf16 autocast, channels_last' if device.type == 'cuda' else 'float32'}"
-        f"{', torch.compile' if args.compile else ''}"
-    )
+    cuda = device.type == "cuda"
+    name = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"
+    layout = "channels_last" if args.channels_last else "contiguous"
+    setting = f"{'bf16 autocast' if args.bf16 else 'float32'}, {layout}" if cuda else "float32, contiguous"
+    print(f"device: {name}; batch {args.batch}; {args.steps} timed steps × {args.repeats} after {args.warmup} "
+          f"warm-up; {setting}{', torch.compile' if args.compile else ''}")
     print(f"{'model':<9} {'optimizer':<34} {'ms/step':>9} {'images/s':>10} {'SAM/(2×SGD)':>12}")
     for model in args.models:
-        task = make_task(model, args.batch, device, args.compile)
+        task = make_task(model, args.batch, device, args.compile, args.bf16, args.channels_last)
         # each step function gets a fresh model (built when it is timed), so that it runs on its own tensors
-        pairs = [("samrepro", partial(ours, task, "gd"), partial(ours, task, "sam"))]
-        if have_peer:
-            pairs.append(("pytorch-optimizer", partial(peer, task, sam=False), partial(peer, task, sam=True)))
+        pairs = [("samrepro", partial(ours, task, "gd"), partial(ours, task, "sam")),
+                 ("pytorch-optimizer", partial(peer, task, sam=False), partial(peer, task, sam=True))]
         for label, make_sgd, make_sam in pairs:
             t_sgd = seconds_per_step(make_sgd(), device, args.steps, args.warmup, args.repeats)
             t_sam = seconds_per_step(make_sam(), device, args.steps, args.warmup, args.repeats)

@@ -182,6 +182,7 @@ def test_batchnorm_statistics_come_from_the_unperturbed_pass_only(cifar_root):
     assert not torch.equal(after_sam["bn1.running_mean"], torch.zeros(4))
 
 
+@pytest.mark.slow
 def test_lambda_max_is_the_top_hessian_eigenvalue(cifar_root):
     task = tasks.build(
         task_cfg(cifar_root, model="cnn_tanh", width=1, subset=20, lambda_max_batch=20), 1, CPU
@@ -271,6 +272,7 @@ def run_cli(monkeypatch, *args: str) -> None:
 TINY = ["task.width=4", "task.subset=64", "task.test_subset=20", "device=cpu", "progress=false"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "stage, phases",
     [
@@ -339,25 +341,140 @@ def test_gpu_sweeps_without_data_end_with_one_clear_error(tmp_path, monkeypatch,
     )
 
 
+@pytest.mark.slow
 def test_gpu_figure_sweeps_run_and_draw_on_the_generated_data(cifar_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     common = [f"task.data_root={cifar_root}", "device=cpu", "task.subset=60", "task.test_subset=30"]
-    jobs = expand("dai_fig3", [*common, "steps=2", "log_every=1", "task.width=4", "task.chunk_size=1000"])
-    assert len(jobs) == 20
+    assert len(expand("dai_fig3")) == 32 and len(expand("dai_fig5")) == 12
+    rhos = "rho=0.0,0.5,5.0"  # the experiments' grids, thinned to keep the test short
+    jobs = expand("dai_fig3", [*common, "steps=2", "log_every=1", "task.width=4", "task.chunk_size=1000", rhos])
+    assert len(jobs) == 12
     df = collect(run_jobs(jobs))
-    assert set(df["task.model"]) == {"cnn_tanh", "fcn_relu"} and (df.groupby("run").step.max() == 2).all()
+    done = df[df.status == "completed"]
+    assert set(df["task.model"]) == {"cnn_tanh", "fcn_relu"} and (done.groupby("run").step.max() == 2).all()
     for _, gd in df[df.rho == 0].groupby("task.model"):  # SAM and USAM with ρ = 0 are both exactly GD
         sam, usam = (gd[gd["opt.name"] == opt].train_loss.tolist() for opt in ("sam", "usam"))
         assert sam == usam and len(sam) == 3
+    start = df[df.step == 0].groupby("task.model").lambda_max
+    assert (start.nunique() == 1).all() and df[df.step > 0].lambda_max.isna().all()  # measured at the init only
     fig3 = registry()["dai_fig3"]
     fig3.draw(df, tmp_path / "fig3")
     assert (tmp_path / "fig3.png").exists() and all(c.passed is not None for c in fig3.claims(df))
 
     torch.save(ResNet18(4).state_dict(), tmp_path / "init.pt")
-    jobs = expand("dai_fig5", [*common, "task.width=4", "task.batch_size=30", "task.init=init.pt", "steps=1"])
+    jobs = expand("dai_fig5", [*common, "task.width=4", "task.batch_size=30", "task.init=init.pt", "steps=1",
+                               "rho=0.0,5.0", "task.lambda_max_batch=16"])
     df = collect(run_jobs(jobs))
-    assert len(df) == 20 and set(df.step) == {0, 2}  # 1 epoch = 60 / 30 = 2 steps
+    assert len(df) == 8 and set(df.step) == {0, 2}  # 1 epoch = 60 / 30 = 2 steps
     fig5 = registry()["dai_fig5"]
     fig5.draw(df, tmp_path / "fig5")
     assert all(c.passed is not None for c in fig5.claims(df) + registry()["dai_fig8"].claims(df))
+    lam = df.lambda_max.dropna().iloc[0]
+    (grid,) = [c for c in fig5.claims(df) if "straddles" in c.claim]
+    assert f"ρ* = {(2 / 0.001 - lam) / lam**2:.3g}" in grid.measured
     assert np.isfinite(df.test_acc).all()
+
+
+# ------------------------------------------------------------------------- malformed copies and checkpoints
+def copy_of(cifar_root: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    shutil.copytree(cifar_root / "cifar-10-batches-py", tmp_path / "cifar-10-batches-py")
+    return tmp_path / "cifar-10-batches-py"
+
+
+def test_a_copy_repickled_with_bytes_keys_loads(cifar_root, tmp_path):
+    folder = copy_of(cifar_root, tmp_path)
+    path = folder / "data_batch_2"
+    entry = pickle.loads(path.read_bytes())
+    path.write_bytes(pickle.dumps({k.encode(): v for k, v in entry.items()}))
+    assert all(torch.equal(a, b) for a, b in zip(load_cifar10(tmp_path), load_cifar10(cifar_root), strict=True))
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("truncate", "is not a readable pickle"),
+    ("shape", "expected uint8 [N, 3072]"),
+    ("keys", "has no 'data' and 'labels'"),
+    ("delete", "missing data_batch_3"),
+])
+def test_a_malformed_copy_is_one_line_naming_the_file(cifar_root, tmp_path, damage, expected):
+    path = copy_of(cifar_root, tmp_path) / "data_batch_3"
+    entry = pickle.loads(path.read_bytes())
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:1000])
+    elif damage == "shape":
+        path.write_bytes(pickle.dumps({**entry, "data": entry["data"][:, :1024]}))
+    elif damage == "keys":
+        path.write_bytes(pickle.dumps({"images": entry["data"]}))
+    else:
+        path.unlink()
+    with pytest.raises(ConfigError) as err:
+        tasks.build(task_cfg(tmp_path), 1, CPU)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"task.data_root={tmp_path}: ") and expected in message
+    assert damage == "delete" or str(path) in message
+
+
+def test_checkpoints_load_in_lightning_format_and_mismatches_are_one_line(cifar_root, tmp_path):
+    source = tasks.build(task_cfg(cifar_root, width=4, subset=20), 1, CPU)
+    source.init_params([3])
+    state = source.model.state_dict()
+    torch.save({"state_dict": {f"model.{k}": v for k, v in state.items()}, "epoch": 7}, tmp_path / "lightning.ckpt")
+    loaded = tasks.build(task_cfg(cifar_root, width=4, subset=20, init=str(tmp_path / "lightning.ckpt")), 1, CPU)
+    loaded.init_params([0])
+    assert all(torch.equal(v, state[k]) for k, v in loaded.model.state_dict().items())
+
+    torch.save({"model": state, "recipe": {"task": {"model": "resnet18", "width": 4, "norm": "groupnorm"}}},
+               tmp_path / "stage.pt")
+    other = tasks.build(task_cfg(cifar_root, width=8, subset=20, init=str(tmp_path / "stage.pt")), 1, CPU)
+    with pytest.raises(ConfigError) as err:
+        other.init_params([0])
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"task.init={tmp_path / 'stage.pt'}: does not fit")
+    assert "conv1.weight is [4, 3, 3, 3], this model's [8, 3, 3, 3]" in message and "set task.model=resnet18, " \
+        "task.width=4, task.norm=groupnorm" in message
+    cnn = tasks.build(task_cfg(cifar_root, model="cnn_tanh", subset=20, init=str(tmp_path / "lightning.ckpt")), 1, CPU)
+    with pytest.raises(ConfigError, match="keys differ.*set task.model, task.width and task.norm"):
+        cnn.init_params([0])
+    (tmp_path / "broken.pt").write_bytes((tmp_path / "stage.pt").read_bytes()[:500])
+    broken = tasks.build(task_cfg(cifar_root, width=4, subset=20, init=str(tmp_path / "broken.pt")), 1, CPU)
+    with pytest.raises(ConfigError, match="broken.pt: not a readable checkpoint"):
+        broken.init_params([0])
+
+
+# ------------------------------------------------------------------------------ evaluation and schedule
+def test_intermediate_training_metrics_use_a_fixed_subset_until_near_full_accuracy(cifar_root):
+    task = tasks.build(task_cfg(cifar_root, model="fcn_relu", width=8, eval_subset=50), 1, CPU)
+    params = task.init_params([0])
+    subset = task.evaluate(params, task.train_x[:50], task.train_y[:50])
+    full = task.evaluate(params, task.train_x, task.train_y)
+    assert subset[1].item() < 0.99 and subset[1].item() != full[1].item()
+    assert task.metrics(params)["train_acc"].item() == subset[1].item()
+    task.eval_full_above = 0.0  # the subset is "near full accuracy": the whole training set is evaluated
+    assert task.metrics(params)["train_loss"].item() == pytest.approx(full[0].item())
+
+
+def test_multistep_schedule_is_liu_et_als_step_decay():
+    from samrepro.train import lr_schedule
+
+    factor = lr_schedule("multistep", 0.01, 300)
+    assert [factor(t) for t in (0, 149, 150, 249, 250, 299)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_each_profile_reads_the_checkpoint_its_make_target_builds():
+    """The Makefile builds checkpoints/<stage>.pt with stage=<stage>; each experiment's task.init is one."""
+    stages = {}
+    for name in ("adversarial_init", "adversarial_init_quick", "fullbatch_init", "fullbatch_init_quick"):
+        stage = run_cfg("data", f"stage={name}").stage
+        assert stage.save_to == f"checkpoints/{name}.pt" and stage.name == name
+        stages[name] = stage
+    for phase in [*stages["adversarial_init"].phases.values(), stages["fullbatch_init"].phases.fullbatch]:
+        assert phase.lr_schedule.name == "multistep" and phase.until.train_acc >= 0.9999
+    assert stages["adversarial_init_quick"].phases.confusion.task.confusion_copies == 1
+    assert stages["adversarial_init_quick"].phases.confusion.lr == 0.1  # the rest inherited from the full stage
+    for experiment, stage in [("dai_fig5", "adversarial_init"), ("dai_fig8", "fullbatch_init"),
+                              ("dai_fig5_quick", "adversarial_init_quick"), ("dai_fig8_quick", "fullbatch_init_quick")]:
+        cfg = run_cfg("data", f"experiment={experiment}")
+        assert cfg.task.init == stages[stage].save_to and cfg.name == experiment and cfg.task.lambda_max_batch > 0
+    quick_subset = stages["fullbatch_init_quick"].phases.fullbatch.task.subset
+    assert run_cfg("data", "experiment=dai_fig8_quick").task.subset == quick_subset == 10000

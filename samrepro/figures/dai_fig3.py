@@ -10,11 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as ticker
 import pandas as pd
 
 from samrepro.figures import Claim, Figure, final_rows, save
+from samrepro.figures.dai_fig5 import usam_threshold
+from samrepro.tasks.cifar10 import initial_norm
 
 MODELS = {"cnn_tanh": "CNN-tanh", "fcn_relu": "FCN-ReLU"}
+CAP = 1e3  # losses are drawn up to CAP × the initial loss
 
 
 def unstable(final: pd.DataFrame, first: pd.DataFrame) -> pd.Series:
@@ -27,23 +31,27 @@ def unstable(final: pd.DataFrame, first: pd.DataFrame) -> pd.Series:
 def draw(df: pd.DataFrame, stem: Path) -> None:
     rhos = sorted(r for r in df.rho.unique() if r > 0)
     cmap = plt.get_cmap("viridis")
-    fig, axes = plt.subplots(1, len(MODELS), figsize=(11, 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(MODELS), figsize=(12, 4.2), squeeze=False)
     for ax, (model, label) in zip(axes[0], MODELS.items(), strict=True):
         runs = df[df["task.model"] == model]
         gd = runs[(runs.rho == 0) & (runs["opt.name"] == "sam")]
+        cap = CAP * runs[runs.step == 0].train_loss.max()  # diverging runs are drawn up to the cap
         ax.plot(gd.step, gd.train_loss, color="k", lw=1.5, label="GD")
         for (opt, rho), run in runs[runs.rho > 0].groupby(["opt.name", "rho"]):
             color = cmap(rhos.index(rho) / max(1, len(rhos) - 1))
             ax.plot(
                 run.step,
-                run.train_loss,
+                run.train_loss.clip(upper=cap),
                 color=color,
                 ls="-" if opt == "sam" else "--",
                 label=f"{opt.upper()} ρ={rho:g}",
             )
             if run.status.iloc[0] == "diverged":
-                ax.plot(run.step.iloc[-1], run.train_loss.iloc[-1], "x", color=color, ms=8)
+                ax.plot(run.step.iloc[-1], min(run.train_loss.iloc[-1], cap), "x", color=color, ms=8)
         ax.set(yscale="log", xlabel="step (full batch)", ylabel="training loss", title=label)
+        low, high = ax.get_ylim()
+        if high / low < 100:  # within two decades: label 1, 2, 5 × 10^k so the axis has labels
+            ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.legend(fontsize=7, ncol=2)
     fig.suptitle(
         r"Dai et al. Fig. 3: early training, $\eta$ = "
@@ -61,6 +69,14 @@ def claims(df: pd.DataFrame) -> list[Claim]:
                 Claim(
                     f"SAM stable for every ρ ({label})",
                     "no SAM run diverges; loss decreases",
+                    "not run",
+                    "exact",
+                    None,
+                    "needs a GPU and CIFAR-10: make figs-gpu",
+                ),
+                Claim(
+                    f"USAM's ρ grid straddles its threshold ρ* = (2/η − λ)/λ² ({label})",
+                    "some ρ < ρ* and some ρ > ρ*",
                     "not run",
                     "exact",
                     None,
@@ -91,6 +107,21 @@ def claims(df: pd.DataFrame) -> list[Claim]:
                 not sam_bad,
             )
         )
+        lam, rho_star = usam_threshold(runs)
+        width = runs["task.width"].iloc[0] if "task.width" in runs else None
+        w0 = initial_norm(model, None if pd.isna(width) else int(width), int(runs.seed.iloc[0]))
+        rhos = sorted(usam.rho)
+        out.append(
+            Claim(
+                f"USAM's ρ grid straddles its threshold ρ* = (2/η − λ)/λ² ({label})",
+                "some ρ < ρ* and some ρ > ρ*",
+                f"λ_max at init = {lam:.4g} (2/η = {2 / runs.lr.iloc[0]:g}), ρ* = {rho_star:.3g}; "
+                f"ρ/‖w₀‖ ∈ [{rhos[0] / w0:.2g}, {rhos[-1] / w0:.2g}] (‖w₀‖ = {w0:.3g})",
+                "exact",
+                bool(rhos[0] < rho_star < rhos[-1]),
+                "" if rhos[0] < rho_star < rhos[-1] else "rerun with a ρ grid around ρ*",
+            )
+        )
         usam_bad = sorted(usam.rho[usam.unstable])
         contrast = [r for r in usam_bad if r not in sam_bad]
         out.append(
@@ -113,6 +144,8 @@ FIGURE = Figure(
     gpu=True,
     notes="Cohen et al.'s setup, which Dai et al. build on: first 5,000 training images, per-pixel "
     "standardized, squared loss ½‖f(x) − e_y‖² averaged over examples, full batch, η = 0.025, "
-    "300 steps. ρ ∈ {0.01, 0.05, 0.1, 0.5} is our choice (the paper does not list its ρ values). "
+    "300 steps. ρ ∈ {0.01, …, 5} is our choice (the paper does not list its ρ values), a log grid that straddles "
+    "USAM's threshold ρ* = (2/η − λ)/λ² for λ_max at the initialization (measured on all 5,000 images) between "
+    "≈ 4 and ≈ 50; ρ* and ρ/‖w₀‖ are reported. "
     "A run counts as unstable when it diverges or its final loss exceeds its initial loss.",
 )

@@ -20,8 +20,11 @@ set: k copies of it with ``confusion_zero_fraction`` of the pixel positions zero
 random labels.
 
 On CUDA the forward runs under bf16 autocast (no GradScaler; ``bf16=false`` turns it off) with
-channels_last, optionally ``torch.compile``d; on CPU in float32. Full batch (``batch_size=null``) is the
-whole training set, its gradient accumulated over chunks of ``chunk_size`` images.
+channels_last (``channels_last=false``: contiguous) and ``cudnn.benchmark``; on CPU in float32. With
+``compile`` every pass (SAM's unperturbed and perturbed ones, BatchNorm or not, and the metrics') runs
+through one ``torch.compile``d functional call of the model, so compile covers both SAM passes.
+Full batch (``batch_size=null``) is the whole training set, its gradient accumulated over chunks of
+``chunk_size`` images.
 
 One configuration per process (``config_dim = False``): the parameters are the model's own tensors;
 ``loss`` evaluates the model at other tensors (e.g. gd_ascent's ascent point) by
@@ -34,9 +37,11 @@ import contextlib
 import itertools
 import math
 import os
+import pickle
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -128,17 +133,25 @@ def make_model(name: str, width: int, norm: str) -> nn.Module:
     )
 
 
+def initial_model(name: str, width: int, norm: str, seed: int) -> nn.Module:
+    """The model at its initialization from ``seed`` (on the CPU)."""
+    torch.manual_seed(seed)
+    return make_model(name, width, norm)
+
+
+def initial_norm(name: str, width: int | None, seed: int) -> float:
+    """‖w₀‖: the global L2 norm of the parameters of ``initial_model`` (width None: the default)."""
+    model = initial_model(name, width or DEFAULT_WIDTH[name], "groupnorm", seed)
+    return math.sqrt(sum(p.detach().square().sum().item() for p in model.parameters()))
+
+
 # ------------------------------------------------------------------------------------------ data
 class CIFAR10Files(CIFAR10):
-    """torchvision's CIFAR10 on any copy in the standard on-disk layout, of any size: the per-file
-    checksums are dropped; a download still checks the archive's checksum."""
-
-    train_list = [[name, None] for name, _ in CIFAR10.train_list]
-    test_list = [[name, None] for name, _ in CIFAR10.test_list]
-    meta = {**CIFAR10.meta, "md5": None}
+    """torchvision's CIFAR10, used only to download the archive (which checks its checksum)."""
 
 
-DATA_FILES = tuple(name for name, _ in CIFAR10Files.train_list + CIFAR10Files.test_list) + ("batches.meta",)
+DATA_FILES = tuple(name for name, _ in CIFAR10.train_list + CIFAR10.test_list)
+IMAGE_VALUES = 3 * 32 * 32
 
 
 def data_root(cfg: DictConfig) -> Path:
@@ -146,23 +159,58 @@ def data_root(cfg: DictConfig) -> Path:
     return Path(cfg.data_root or os.environ.get("SAMREPRO_DATA") or "data")
 
 
+def read_batch(path: Path, root: Path) -> tuple[Tensor, Tensor]:
+    """One CIFAR-10 pickle (``data``: uint8 [N, 3072], ``labels``: N ints in 0..9; ``str`` or ``bytes``
+    keys, as re-pickled copies have) → uint8 images [N, 3, 32, 32] and int64 labels. Anything else is
+    one ConfigError naming the file."""
+
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"task.data_root={root}: {path} {what}; replace it with the file of the "
+                           "CIFAR-10 python version (or set task.download=true)")
+
+    try:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError) as err:
+        raise bad(f"is not a readable pickle ({type(err).__name__}: {err})") from err
+    if not isinstance(entry, dict):
+        raise bad(f"holds a {type(entry).__name__}, not a dict")
+    entry = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
+    labels = entry.get("labels", entry.get("fine_labels"))
+    if "data" not in entry or labels is None:
+        raise bad(f"has no 'data' and 'labels' entries (keys: {sorted(map(str, entry))})")
+    data = np.asarray(entry["data"])
+    labels = np.asarray(labels)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != IMAGE_VALUES or labels.shape != data.shape[:1]:
+        raise bad(f"has data of shape {data.shape} ({data.dtype}) and {labels.shape[0] if labels.ndim else 0} "
+                  f"labels; expected uint8 [N, {IMAGE_VALUES}] and N labels")
+    if labels.size and (labels.min() < 0 or labels.max() >= CLASSES):
+        raise bad(f"has labels outside 0..{CLASSES - 1}")
+    images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
+    return images, torch.from_numpy(labels.astype(np.int64))
+
+
 def load_cifar10(root: Path, download: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """uint8 images [N, 3, 32, 32] and int64 labels of the training and the test set."""
-    folder = root / CIFAR10Files.base_folder
+    """uint8 images [N, 3, 32, 32] and int64 labels of the training and the test set, from any copy
+    in the standard on-disk layout (``cifar-10-batches-py/``) of any size."""
+    folder = root / CIFAR10.base_folder
     missing = [name for name in DATA_FILES if not (folder / name).exists()]
-    if missing and not download:
+    if missing and download:
+        try:
+            CIFAR10Files(str(root), download=True)
+        except (OSError, RuntimeError) as err:
+            raise ConfigError(f"task.download=true: could not download CIFAR-10 into {root}: {err}") from err
+        missing = [name for name in DATA_FILES if not (folder / name).exists()]
+    if missing:
         raise ConfigError(
             f"task.data_root={root}: no CIFAR-10 at {folder.resolve()} (missing {', '.join(missing)}); "
             "point task.data_root or SAMREPRO_DATA at the folder holding cifar-10-batches-py/, "
             "or set task.download=true to fetch it (163 MB)"
         )
-    try:
-        sets = [CIFAR10Files(str(root), train=train, download=download) for train in (True, False)]
-    except (OSError, RuntimeError) as err:
-        raise ConfigError(f"task.data_root={root}: could not load CIFAR-10: {err}") from err
     out = []
-    for s in sets:
-        out += [torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(s.targets)]
+    for files in (CIFAR10.train_list, CIFAR10.test_list):
+        parts = [read_batch(folder / name, root) for name, _ in files]
+        out += [torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])]
     return tuple(out)
 
 
@@ -220,9 +268,16 @@ class CIFAR10Task(Task):
         compile: bool,
         lambda_max_batch: int,
         device: torch.device,
+        channels_last: bool = True,
+        lambda_max_every: int = 0,
+        eval_subset: int | None = None,
+        eval_full_above: float = 0.99,
+        eval_chunk_size: int = 4096,
     ):
         cuda = device.type == "cuda"
-        fmt = torch.channels_last if cuda else torch.contiguous_format
+        if cuda:
+            torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution kernels once
+        fmt = torch.channels_last if cuda and channels_last else torch.contiguous_format
         self.train_x, self.train_y = train_x.to(device, memory_format=fmt), train_y.to(device)
         self.test_x, self.test_y = test_x.to(device, memory_format=fmt), test_y.to(device)
         self.model_name, self.width, self.norm, self.init = model, width, norm, init
@@ -235,6 +290,10 @@ class CIFAR10Task(Task):
         self.autocast = bool(bf16 and cuda)
         self.compile = compile
         self.lambda_max_batch = min(lambda_max_batch, n)
+        self.lambda_max_every = lambda_max_every
+        self.eval_subset = n if eval_subset is None else min(eval_subset, n)
+        self.eval_full_above = eval_full_above
+        self.eval_chunk_size = eval_chunk_size
         self.device = device
         self.memory_format = fmt
         self.metric_names = ("train_loss", "train_acc", "test_loss", "test_acc") + (
@@ -244,21 +303,47 @@ class CIFAR10Task(Task):
     # ------------------------------------------------------------ parameters
     def init_params(self, seeds: Sequence[int]) -> list[Tensor]:
         """A fresh model from ``seeds[0]`` (``init=scratch``), or loaded from the checkpoint ``init``."""
-        torch.manual_seed(seeds[0])
-        self.model = make_model(self.model_name, self.width, self.norm).to(
+        self.model = initial_model(self.model_name, self.width, self.norm, seeds[0]).to(
             self.device, memory_format=self.memory_format
         )
         if self.init != "scratch":
-            self.model.load_state_dict(
-                model_state(torch.load(self.init, map_location=self.device, weights_only=True))
-            )
+            self.load_checkpoint(self.init)
         self.model.train()
-        self.forward = torch.compile(self.model) if self.compile else self.model
+        self.functional = torch.compile(self._call) if self.compile else self._call
         self.names = [name for name, _ in self.model.named_parameters()]
         self.params = list(self.model.parameters())
         self.buffers = dict(self.model.named_buffers())
         self._scratch_buffers = {name: torch.empty_like(b) for name, b in self.buffers.items()}
         return self.params
+
+    def load_checkpoint(self, path: str) -> None:
+        """Loads the model of a checkpoint (:func:`model_state`); a file that is not one, or a model of
+        another ``task.model``/``task.width``/``task.norm``, is one ConfigError naming the file."""
+        try:
+            checkpoint = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as err:  # torch.load raises many types for a corrupt file
+            raise ConfigError(f"task.init={path}: not a readable checkpoint ({type(err).__name__}); "
+                              "point task.init at a file written by a stage (e.g. stage=adversarial_init)") from err
+        state = model_state(checkpoint) if isinstance(checkpoint, dict) else None
+        ours = self.model.state_dict()
+        if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+            raise ConfigError(f"task.init={path}: holds no model state dict; point task.init at a file "
+                              "written by a stage (e.g. stage=adversarial_init)")
+        missing = sorted(ours.keys() - state.keys())
+        unexpected = sorted(state.keys() - ours.keys())
+        shapes = [k for k in ours if k in state and ours[k].shape != state[k].shape]
+        if missing or unexpected or shapes:
+            problem = (f"{shapes[0]} is {list(state[shapes[0]].shape)}, this model's {list(ours[shapes[0]].shape)}"
+                       if shapes else f"keys differ (e.g. missing {missing[:1]}, unexpected {unexpected[:1]})")
+            recipe = checkpoint.get("recipe", {}).get("task", {}) if isinstance(checkpoint, dict) else {}
+            made = {k: recipe[k] for k in ("model", "width", "norm") if k in recipe}
+            fix = (", ".join(f"task.{k}={v}" for k, v in made.items()) if made else
+                   "task.model, task.width and task.norm to the checkpoint's")
+            raise ConfigError(
+                f"task.init={path}: does not fit task.model={self.model_name} task.width={self.width} "
+                f"task.norm={self.norm} ({problem}); set {fix}"
+            )
+        self.model.load_state_dict(state)
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict()}
@@ -275,15 +360,19 @@ class CIFAR10Task(Task):
         ``perturbed``: BatchNorm updates scratch copies of its running statistics, not the model's."""
         own = all(p is q for p, q in zip(params, self.params, strict=True))
         with self._autocast():
-            if own and not (perturbed and self.buffers):
-                out = self.forward(x)
-            else:
+            if own and not (perturbed and self.buffers) and not self.compile:
+                out = self.model(x)
+            else:  # compiled: every pass (SAM's two, the metrics') goes through the one compiled function
                 tensors = dict(zip(self.names, params, strict=True))
                 if perturbed and self.buffers:
                     torch._foreach_copy_(list(self._scratch_buffers.values()), list(self.buffers.values()))
                     tensors.update(self._scratch_buffers)
-                out = torch.func.functional_call(self.model, tensors, (x,))
+                out = self.functional(tensors, x)
         return out.float()
+
+    def _call(self, tensors: dict[str, Tensor], x: Tensor) -> Tensor:
+        """The model with ``tensors`` in place of its parameters (and buffers, where given)."""
+        return torch.func.functional_call(self.model, tensors, (x,))
 
     def criterion(self, out: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
         if self.loss_name == "ce":
@@ -338,24 +427,32 @@ class CIFAR10Task(Task):
     # ------------------------------------------------------------ metrics
     @torch.no_grad()
     def evaluate(self, params: Sequence[Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """(mean loss, accuracy) in eval mode, in chunks, as device tensors of shape [1]."""
+        """(mean loss, accuracy) in eval mode, in chunks of ``eval_chunk_size``, as device tensors of shape [1]."""
         self.model.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for start in range(0, len(y), self.chunk_size):
-            out = self.outputs(params, x[start : start + self.chunk_size])
-            yc = y[start : start + self.chunk_size]
+        for start in range(0, len(y), self.eval_chunk_size):
+            out = self.outputs(params, x[start : start + self.eval_chunk_size])
+            yc = y[start : start + self.eval_chunk_size]
             loss_sum += self.criterion(out, yc, reduction="sum").sum()
             correct += (out.argmax(1) == yc).sum()
         self.model.train()
         return (loss_sum / len(y)).reshape(1), (correct.double() / len(y)).reshape(1)
 
     def metrics(self, params: Sequence[Tensor], step: int = 0) -> dict[str, Tensor]:
-        train_loss, train_acc = self.evaluate(params, self.train_x, self.train_y)
+        """Test metrics on the whole test set; training metrics on the first ``eval_subset`` training
+        images (a fixed subset), or on the whole training set once the subset's accuracy reaches
+        ``eval_full_above`` — so thresholds near 100 % (``until``, "stays on the manifold") are judged
+        on every image. λ_max at step 0 and every ``lambda_max_every`` steps (NaN in other rows)."""
+        n = self.eval_subset
+        train_loss, train_acc = self.evaluate(params, self.train_x[:n], self.train_y[:n])
+        if n < len(self.train_y) and train_acc.item() >= self.eval_full_above:  # one sync per logged row
+            train_loss, train_acc = self.evaluate(params, self.train_x, self.train_y)
         test_loss, test_acc = self.evaluate(params, self.test_x, self.test_y)
         out = {"train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc}
         if self.lambda_max_batch:
-            out["lambda_max"] = self.lambda_max(params).reshape(1)
+            due = step == 0 or (self.lambda_max_every and step % self.lambda_max_every == 0)
+            out["lambda_max"] = self.lambda_max(params).reshape(1) if due else torch.full((1,), math.nan)
         return out
 
     def lambda_max(self, params: Sequence[Tensor], iters: int = 20) -> Tensor:
@@ -379,11 +476,14 @@ class CIFAR10Task(Task):
 
 def model_state(checkpoint: dict) -> dict:
     """The model's state dict inside a checkpoint: a stage's (``model``), a trainer's (``task.model``),
-    or a bare state dict."""
+    a PyTorch Lightning one (``state_dict`` with keys prefixed ``model.``, as Damian et al.'s), or a
+    bare state dict."""
     if "model" in checkpoint:
         return checkpoint["model"]
     if "task" in checkpoint:
         return checkpoint["task"]["model"]
+    if "state_dict" in checkpoint:
+        return {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
     return checkpoint
 
 
@@ -397,7 +497,8 @@ def build(cfg: DictConfig, n_configs: int, device: torch.device) -> CIFAR10Task:
         cfg.standardize,
         f"allowed: {', '.join(STANDARDIZE)}",
     )
-    positive = {"subset": True, "test_subset": True, "batch_size": True, "width": True, "chunk_size": False}
+    positive = {"subset": True, "test_subset": True, "batch_size": True, "width": True, "chunk_size": False,
+                "eval_subset": True, "eval_chunk_size": False}
     for key, nullable in positive.items():
         value = cfg[key]
         require(
@@ -423,6 +524,18 @@ def build(cfg: DictConfig, n_configs: int, device: torch.device) -> CIFAR10Task:
         "task.lambda_max_batch",
         cfg.lambda_max_batch,
         "must be an integer >= 0 (0: not measured)",
+    )
+    require(
+        isinstance(cfg.lambda_max_every, int) and cfg.lambda_max_every >= 0,
+        "task.lambda_max_every",
+        cfg.lambda_max_every,
+        "must be an integer >= 0 (0: at step 0 only)",
+    )
+    require(
+        isinstance(cfg.eval_full_above, (int, float)) and 0 <= cfg.eval_full_above,
+        "task.eval_full_above",
+        cfg.eval_full_above,
+        "must be a number >= 0 (above 1: never the whole training set)",
     )
     init = str(cfg.init)
     require(
@@ -459,4 +572,9 @@ def build(cfg: DictConfig, n_configs: int, device: torch.device) -> CIFAR10Task:
         compile=cfg.compile,
         lambda_max_batch=cfg.lambda_max_batch,
         device=device,
+        channels_last=cfg.channels_last,
+        lambda_max_every=cfg.lambda_max_every,
+        eval_subset=cfg.eval_subset,
+        eval_full_above=cfg.eval_full_above,
+        eval_chunk_size=cfg.eval_chunk_size,
     )
