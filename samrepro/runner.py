@@ -3,7 +3,7 @@
 
 ``run`` first claims every folder (``records.claim``: nothing is written until all are checked), skips
 the runs already finished with their very config, runs once each group of GD runs that differ only in ρ
-(GD ignores ρ; the others get the same rows and a summary saying ``same_as``), and runs the rest
+(GD ignores ρ, and SAM or USAM at ρ = 0 is GD; the others get the same rows and ``same_as``), and runs the rest
 batched: runs whose configs differ only in ``opt.name``, ``lr``, ``rho`` and ``seed`` share one task with
 a configuration dimension, so a 30 × 30 × 3 grid costs about one run's Python overhead.
 """
@@ -85,10 +85,11 @@ def batch_key(config: Mapping) -> str:
 
 
 def gd_key(config: Mapping) -> str | None:
-    """GD ignores ρ: GD runs with equal keys are the same computation (None for other optimizers)."""
-    if config["opt"]["name"] != "gd":
+    """GD ignores ρ, and SAM or USAM with ρ = 0 is GD (bit for bit): runs with equal keys are the same
+    computation (None for every other run)."""
+    if config["opt"]["name"] != "gd" and not (config["opt"]["name"] in ("sam", "usam") and config["rho"] == 0):
         return None
-    return fingerprint({**config, "rho": 0.0})
+    return fingerprint({**config, "opt": {**config["opt"], "name": "gd"}, "rho": 0.0})
 
 
 def run(runs: Sequence[Run], progress: bool = False, threads: int | None = None) -> list[dict]:

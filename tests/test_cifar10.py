@@ -3,6 +3,7 @@ CIFAR-10 in its on-disk format (conftest.py) with narrow models, on CPU."""
 
 from __future__ import annotations
 
+import math
 import pickle
 import sys
 from pathlib import Path
@@ -13,14 +14,16 @@ import pytest
 import torch
 import torchvision
 from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 
-from samrepro import cli, tasks
+from samrepro import cli, runner, tasks
+from samrepro.cli import multirun
 from samrepro.config import ConfigError
 from samrepro.figures import make, registry
 from samrepro.optim import SAM
 from samrepro.records import collect, read_summary
-from samrepro.sweep import expand, run_jobs
+from samrepro.runner import Run
 from samrepro.tasks.cifar10 import CIFAR10Task, ResNet18, augment, group_norm, load_cifar10, make_model
 
 CPU = torch.device("cpu")
@@ -215,11 +218,11 @@ def test_interrupted_run_resumes_to_the_rows_of_an_uninterrupted_one(cifar_root,
         "rho=0.1",
         "steps=8",
         "log_every=2",
-        "+checkpoint_every=3",
+        "checkpoint_every=3",
     ]
     cfg = run_cfg(cifar_root, *args)
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    cli.execute(cfg, [cli.run_values(cfg)], [whole])
+    runner.run([Run.of(cfg, whole)])
     metrics, calls = CIFAR10Task.metrics, []
 
     def interrupt_at_step_4(self, params, step=0):
@@ -230,10 +233,10 @@ def test_interrupted_run_resumes_to_the_rows_of_an_uninterrupted_one(cifar_root,
 
     monkeypatch.setattr(CIFAR10Task, "metrics", interrupt_at_step_4)
     with pytest.raises(KeyboardInterrupt):
-        cli.execute(cfg, [cli.run_values(cfg)], [parts])
+        runner.run([Run.of(cfg, parts)])
     assert read_summary(parts)["status"] == "interrupted"
     monkeypatch.setattr(CIFAR10Task, "metrics", metrics)
-    summary = cli.execute(cfg, [cli.run_values(cfg)], [parts])[0]
+    summary = runner.run([Run.of(cfg, parts)])[0]
     assert summary["status"] == "completed" and summary["steps_done"] == 8
     assert (parts / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
     assert [int(r.split(",")[0]) for r in (whole / "metrics.csv").read_text().split()[1:]] == [0, 2, 4, 6, 8]
@@ -248,10 +251,10 @@ def test_until_stops_a_run_and_epoch_units_count_epochs(cifar_root, tmp_path):
         "opt=gd",
         "lr=0.05",
         "steps=200",
-        "+epoch_units=true",
+        "epoch_units=true",
         "+until.train_acc=1.0",
     )
-    summary = cli.execute(cfg, [cli.run_values(cfg)], [tmp_path])[0]
+    summary = runner.run([Run.of(cfg, tmp_path)])[0]
     rows = pd.read_csv(tmp_path / "metrics.csv")
     assert (
         summary["until_reached"] and rows.train_acc.iloc[-1] == 1.0 and (rows.train_acc.iloc[:-1] < 1).all()
@@ -260,7 +263,7 @@ def test_until_stops_a_run_and_epoch_units_count_epochs(cifar_root, tmp_path):
     with open_dict(cfg):
         cfg.until = {"accuracy": 1.0}
     with pytest.raises(ConfigError, match="until="):
-        cli.execute(cfg, [cli.run_values(cfg)], [tmp_path / "bad"])
+        runner.run([Run.of(cfg, tmp_path / "bad")])
 
 
 # ---------------------------------------------------------------------------------------- stages
@@ -270,6 +273,30 @@ def run_cli(monkeypatch, *args: str) -> None:
 
 
 TINY = ["task.width=4", "task.subset=64", "task.test_subset=20", "device=cpu", "progress=false"]
+
+
+def test_a_capped_phase_keeps_its_checkpoint_and_continues_in_the_same_folder(cifar_root, tmp_path, monkeypatch,
+                                                                                capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    args = ["task=cifar10", "stage=fullbatch_init", f"task.data_root={cifar_root}", *TINY, "stage.save_to=fb.pt",
+            "stage.phases.fullbatch.log_every=2", "stage.phases.fullbatch.checkpoint_every=2",
+            "stage.phases.fullbatch.lr_schedule.name=constant"]
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(monkeypatch, *args, "stage.phases.fullbatch.steps=4")
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "stopped at its cap of steps=4" in err
+    assert "continue it there by running the same command with stage.phases.fullbatch.steps=8" in err
+    (phase,) = tmp_path.glob("runs/adhoc/*/fullbatch")
+    capped = pd.read_csv(phase / "metrics.csv")
+    assert list(capped.step) == [0, 2, 4] and (phase / "checkpoint.pt").exists()
+    GlobalHydra.instance().clear()
+    with pytest.raises(SystemExit):  # raised again, in the same folder: steps 4 → 8, from the checkpoint
+        run_cli(monkeypatch, *args, "stage.phases.fullbatch.steps=8")
+    (again,) = tmp_path.glob("runs/adhoc/*/fullbatch")
+    rows = pd.read_csv(again / "metrics.csv")
+    assert again == phase and list(rows.step) == [0, 2, 4, 6, 8] and rows.iloc[:3].equals(capped)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.slow
@@ -303,7 +330,7 @@ def test_stage_writes_a_checkpoint_at_full_train_accuracy(cifar_root, tmp_path, 
     run_cli(monkeypatch, *args)
     saved = torch.load(tmp_path / f"{stage}.pt", weights_only=True)
     assert saved["metrics"]["train_acc"] == 1.0 and saved["recipe"]["stage"]["name"] == stage
-    (run_dir,) = [p.parent for p in tmp_path.glob("runs/cifar10/*/summary.json")]
+    (run_dir,) = [p.parent for p in tmp_path.glob("runs/adhoc/*/summary.json")]
     phase_rows = {name: pd.read_csv(run_dir / name / "metrics.csv") for name in saved["phases"]}
     assert list(phase_rows) == list(
         OmegaConf.load(Path(cli.__file__).parent.parent / "conf" / "stage" / f"{stage}.yaml").phases
@@ -341,15 +368,23 @@ def test_gpu_sweeps_without_data_end_with_one_clear_error(tmp_path, monkeypatch,
     )
 
 
+def grid_size(experiment: str) -> int:
+    """The number of jobs of ``samrepro -m experiment=<experiment>`` (its sweeper's grid)."""
+    with initialize_config_module(version_base="1.3", config_module=cli.CONF_MODULE):
+        params = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True).hydra.sweeper.params
+    return math.prod(len(str(v).split(",")) for v in params.values())
+
+
 @pytest.mark.slow
 def test_gpu_figure_sweeps_run_and_draw_on_the_generated_data(cifar_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     common = [f"task.data_root={cifar_root}", "device=cpu", "task.subset=60", "task.test_subset=30"]
-    assert len(expand("dai_fig3")) == 32 and len(expand("dai_fig5")) == 12
+    assert grid_size("dai_fig3") == 32 and grid_size("dai_fig5") == 12
     rhos = "rho=0.0,0.5,5.0"  # the experiments' grids, thinned to keep the test short
-    jobs = expand("dai_fig3", [*common, "steps=2", "log_every=1", "task.width=4", "task.chunk_size=1000", rhos])
-    assert len(jobs) == 12
-    df = collect(run_jobs(jobs))
+    dirs = multirun(["experiment=dai_fig3", *common, "steps=2", "log_every=1", "task.width=4", "task.chunk_size=1000",
+                     rhos])
+    assert len(dirs) == 12
+    df = collect(dirs)
     done = df[df.status == "completed"]
     assert set(df["task.model"]) == {"cnn_tanh", "fcn_relu"} and (done.groupby("run").step.max() == 2).all()
     for _, gd in df[df.rho == 0].groupby("task.model"):  # SAM and USAM with ρ = 0 are both exactly GD
@@ -362,9 +397,8 @@ def test_gpu_figure_sweeps_run_and_draw_on_the_generated_data(cifar_root, tmp_pa
     assert (tmp_path / "fig3.png").exists() and all(c.passed is not None for c in fig3.claims(df))
 
     torch.save(ResNet18(4).state_dict(), tmp_path / "init.pt")
-    jobs = expand("dai_fig5", [*common, "task.width=4", "task.batch_size=30", "task.init=init.pt", "steps=1",
-                               "rho=0.0,5.0", "task.lambda_max_batch=16"])
-    df = collect(run_jobs(jobs))
+    df = collect(multirun(["experiment=dai_fig5", *common, "task.width=4", "task.batch_size=30", "task.init=init.pt",
+                           "steps=1", "rho=0.0,5.0", "task.lambda_max_batch=16"]))
     assert len(df) == 8 and set(df.step) == {0, 2}  # 1 epoch = 60 / 30 = 2 steps
     fig5 = registry()["dai_fig5"]
     fig5.draw(df, tmp_path / "fig5")
