@@ -25,11 +25,12 @@ from omegaconf import DictConfig, OmegaConf
 from samrepro import runner
 from samrepro.config import ConfigError, fail, require, validate
 
-from hydra_plugins.samrepro_launcher import BatchedLauncher
+from hydra_plugins.samrepro_launcher import BatchedLauncher, BatchedSweeper
 
 log = logging.getLogger("samrepro")
 CONF_MODULE = "samrepro.conf"
-Plugins.instance().register(BatchedLauncher)  # Hydra's own scan misses editable installs
+for plugin in (BatchedSweeper, BatchedLauncher):
+    Plugins.instance().register(plugin)  # Hydra's own scan misses editable installs
 
 
 def thread_share(threads: int | None, launcher: DictConfig) -> int | None:
