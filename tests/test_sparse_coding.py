@@ -199,7 +199,7 @@ def test_bad_task_key_is_one_clear_line(tmp_path, override, allowed):
     result = run_cli(tmp_path, override, "steps=2")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and override in lines[0] and allowed in lines[0], result.stderr
+    assert len(lines) == 1 and override in lines[0].lower() and allowed in lines[0], result.stderr
 
 
 def test_threads_key_applies_to_the_run_only(tmp_path, monkeypatch):
