@@ -37,7 +37,7 @@ def drawer(heading: str):
         _, _, c = settings(df)
         steps, lr = int(df.steps.iloc[0]), df.lr.iloc[0]
         draw_runs(df, stem, f"{heading}: η = {lr:g} on c·L (c = {c:.4g}), {steps} iterations (Ahn time c·η·T = "
-                  f"{c * lr * steps:.4g}); SAM solid, USAM dashed, GD grey; mean over {df.seed.nunique()} seeds, "
+                  f"{c * lr * steps:.4g})\nSAM solid, USAM dashed, GD grey; mean over {df.seed.nunique()} seeds, "
                   "band = min–max", "rho", lambda rho: f"ρ={rho:g}")
 
     return draw
@@ -78,7 +78,7 @@ FIGURES = [
     Figure(
         "dai_fig9_c1",
         "sparse coding over ρ at η = 0.025 on Ahn's scale c = 1 (extra experiment, not Dai's calibration)",
-        drawer("Extra experiment (not Dai's calibration): Fig. 9's settings at c = 1"),
+        drawer("Extra experiment at c = 1, not Dai's calibration: Fig. 9's settings"),
         checker("at c = 1 USAM with ρ = 0.5 ends dead (its bias runs away), with a finite loss"),
         notes="A separate experiment, not dai_fig9's configuration: Dai's η = 0.025 and ρ ∈ {0.01, 0.1, "
         "0.3, 0.5} on the unscaled mean loss (c = 1, where η = 0.025 is 40× GD's threshold 8π/d²), "

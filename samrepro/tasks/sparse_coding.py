@@ -26,13 +26,14 @@ error) is a dead point; ``dead_frac`` is their fraction, and a run whose last lo
 exceeds ``dead_fraction`` is flagged ``dead`` in ``summary.json`` (:meth:`SparseCoding.flags`). A
 dead network is a result, distinct from a non-finite divergence (status ``diverged``).
 
-Speed: the sums over coordinates are evaluated exactly from each sample's sorted coordinates and
-their prefix sums. With N₊ = #{x_i > −b}, S₊ their sum, N₋ = #{x_i < b}, S₋ their sum:
-R₊ = Σ ReLU(x_i + b) = S₊ + b·N₊ and R₋ = Σ ReLU(−x_i + b) = b·N₋ − S₋, so f = a₊R₊ + a₋R₋,
-∇f = (R₊, R₋, a₊N₊ + a₋N₋) in (a₊, a₋, b), with ReLU′(0) = 0 (strict inequalities), and the only
-non-zero second derivatives off the kinks are ∂²f/∂a₊∂b = N₊, ∂²f/∂a₋∂b = N₋. A step costs
-O(C·n·log d) instead of O(C·n·d). ``loss`` keeps the dense form (the definition, used by autograd and
-the tests); ``loss_and_grad`` and ``metrics`` use the sorted form.
+Speed: the sums over coordinates are evaluated exactly from counts and sums of sorted values. With
+N₊ = #{x_i > −b}, S₊ their sum, N₋ = #{x_i < b}, S₋ their sum: R₊ = Σ ReLU(x_i + b) = S₊ + b·N₊ and
+R₋ = Σ ReLU(−x_i + b) = b·N₋ − S₋, so f = a₊R₊ + a₋R₋, ∇f = (R₊, R₋, a₊N₊ + a₋N₋) in (a₊, a₋, b), with
+ReLU′(0) = 0 (strict inequalities), and the only non-zero second derivatives off the kinks are
+∂²f/∂a₊∂b = N₊, ∂²f/∂a₋∂b = N₋. The counts and sums of all samples for C biases come from one table
+lookup per bias plus a short window of sorted values (:class:`SortedSamples`), not from O(C·n·d) work.
+``loss`` keeps the dense form (the definition, used by autograd and the tests); ``loss_and_grad`` and
+``metrics`` use the table form.
 """
 
 from __future__ import annotations
