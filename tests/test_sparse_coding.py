@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_module
@@ -226,3 +227,24 @@ def test_threads_key_applies_to_the_run_only(tmp_path, monkeypatch):
         cfg = compose("config", overrides=["threads=0"])
     with pytest.raises(ConfigError, match="threads=0"):
         validate(cfg)
+
+
+def test_ahn_departure_is_the_first_eta_off_the_plateau():
+    from samrepro.figures.ahn_fig1 import PLATEAU_TOL, departure
+
+    bias = pd.Series([-0.300, -0.301, -0.302, -0.300 - PLATEAU_TOL, -0.5], index=[1e-4, 3e-4, 5e-4, 6e-4, 7e-4])
+    assert departure(bias.sample(frac=1, random_state=0)) == 7e-4  # exactly PLATEAU_TOL below is on it
+    assert departure(bias.iloc[:3]) is None
+
+
+def test_sam_beats_gd_except_at_the_ceiling_where_it_must_stay_there():
+    from samrepro.figures.sparse_coding import sam_beats_gd
+
+    def table(sam_acc):
+        rows = [("gd", 1, -0.1, 0.60), ("gd", 2, -2.0, 0.75), ("sam", 1, -1.0, 0.65), ("sam", 2, -2.2, sam_acc)]
+        frame = pd.DataFrame(rows, columns=["opt.name", "lr", "bias", "test_acc"]).assign(diverged=0, dead=0, runs=3)
+        return frame.set_index(["opt.name", "lr"])
+
+    for sam_acc, passed in ((0.74, True), (0.72, False)):  # GD at η = 2 is at the ceiling (75%)
+        t = table(sam_acc)
+        assert sam_beats_gd(t, "lr", {lr: row for lr, row in t.loc["gd"].iterrows()}).passed is passed
