@@ -53,10 +53,18 @@ def sam_factorization_radius(rho):
     return 5 * np.asarray(rho, dtype=float)
 
 
-def ahn_gd_threshold(d):
+def ahn_gd_threshold(d, loss_mult=1.0):
     """Ahn et al. 2023a, Fig. 1 / §2: GD on the sparse-coding ReLU network learns a threshold neuron
-    (b < 0) iff η exceeds 8π/d² (= 2/λ_max at initialization, λ_max ≈ d²/(4π) under the mean loss)."""
-    return 8 * np.pi / np.asarray(d, dtype=float) ** 2
+    (b < 0) once η exceeds 8π/d² = 2/λ_max at initialization: along a₊ = a₋ the mean logistic loss
+    has curvature d²/(4π) at b = 0 (ℓ''(0) = ¼, E Σ_i|x_i| ≈ d·√(2/π)). On c·L (``loss_mult`` = c)
+    the threshold is 8π/(c·d²)."""
+    return 8 * np.pi / (np.asarray(loss_mult, dtype=float) * np.asarray(d, dtype=float) ** 2)
+
+
+def dai_loss_mult(d, lr_threshold):
+    """The loss multiplier c that puts GD's threshold 8π/(c·d²) at ``lr_threshold`` (REFERENCE.md:
+    Dai et al.'s η = 0.025 at half the threshold gives c = 8π/(0.05·d²) ≈ 0.01257 for d = 200)."""
+    return 8 * np.pi / (np.asarray(lr_threshold, dtype=float) * np.asarray(d, dtype=float) ** 2)
 
 
 def linear_classifier_accuracy(signal, d):

@@ -2,32 +2,38 @@
 
 Data (Ahn et al. eq. 1): x = λ·y·e_j + ξ with y uniform on {±1}, j uniform on [d], ξ ~ N(0, I_d).
 
-Network (our reconstruction of Ahn et al. eq. 2, whose exact form is not available to us; see
-REFERENCE.md): one hidden layer of 2d ReLU units that share two scalar weights a+, a− and one bias b,
-output layer fixed at ±1,
+Network (our reading of Ahn et al. eq. 2, whose text we could not retrieve; REFERENCE.md §"Sparse
+coding"): the dictionary ±e_i is the fixed first layer, with one shared bias b, and the second layer
+has two trained scalars a₊, a₋:
 
-    f(x) = Σ_i [ ReLU(a+·x_i + b) − ReLU(s·a−·x_i + b) ],      s = ``a_minus_sign`` (default −1).
+    f(x; a₋, a₊, b) = Σ_{i=1}^d [ a₊·ReLU(x_i + b) + a₋·ReLU(−x_i + b) ].
 
-With b = 0 and a+ = a− > 0 this is the linear classifier a·Σ_i x_i (test accuracy Φ(λ/√d) ≈ 58.4%);
-with b < 0 each pair is a soft threshold of x_i, which picks out the one large coordinate. The loss
-is logistic, ℓ(y f) = log(1 + e^{−y f}), averaged (``loss_reduction: mean``) or summed over the n
-training samples. Under the mean, the Hessian at initialization is ≈ ¼·E[∇f ∇fᵀ] with
-∇_{a±} f ≈ ±Σ_i ReLU(±x_i) ≈ ±d/√(2π), so λ_max ≈ d²/(4π) and GD's stability threshold is
-2/λ_max ≈ 8π/d², Ahn et al.'s phase transition (``theory.ahn_gd_threshold``).
+Why this reading: "threshold neurons" are neurons with a non-zero first-layer bias, and b is the only
+first-layer parameter; a± ~ N(0, 1/(2d)) (with signs) is the usual output-weight init, and b = 0.
+Averaging out the noise gives ℓ((a₊ + a₋)·d·h(b)), h(b) = E ReLU(ξ + b) increasing in b: Dai's
+ℓ(xy), where a smaller y is a more negative b. Under the MEAN loss the direction a₊ = a₋ has
+curvature d²/(4π) at b = 0, so GD's threshold 2/λ_max is Ahn et al.'s 8π/d² (``theory.
+ahn_gd_threshold``); a summed loss would put it at 8π/(n·d²). With b = 0 the network is the linear
+classifier (a₊ − a₋)/2·Σ_i x_i + (a₊ + a₋)/2·Σ_i |x_i| (test accuracy at best Φ(λ/√d) ≈ 58.4%); with
+b < 0 each unit is a soft threshold that picks out the one large coordinate.
 
-Scalars a± (not vectors in R^d): per-coordinate weights would give λ_max ≈ d/(4π), a threshold of
-8π/d, inconsistent with Ahn et al.'s 8π/d². Init a± ~ N(0, ``init_var``) (default 1/(2d)), b = 0;
-with ``init_abs`` (default) a± are taken as |N(0, init_var)|. Calibration: with independent signs,
-half the draws have sign(a+) ≠ −s·sign(a−): both units then see the same half-line, f = ±(|a+| − |a−|)·
-Σ_i ReLU(±x_i) carries no label information, and GD keeps a+ − a− fixed (accuracy 50% forever); with
-both a± < 0 our GD runs ended with every unit switched off (f ≡ 0). Only a± > 0 starts from the
-linear classifier Ahn et al. describe, so that is the default.
+Loss: ``loss_mult`` · (1/n) Σ_k log(1 + e^{−y_k f(x_k)}). ``loss_mult`` = c maps Dai et al.'s (η, ρ),
+given on an unstated loss scale, onto ours (REFERENCE.md): USAM's ρ is not invariant to rescaling
+the loss, so the loss is rescaled, never η alone.
 
-Speed: the sum over coordinates is evaluated exactly from each sample's sorted coordinates and their
-prefix sums. For w ≠ 0, Σ_i ReLU(w·x_i + b) = w·S + b·N, where N counts and S sums the coordinates on
-the active side of the threshold −b/w (found by binary search); ∂/∂w = S and ∂/∂b = N. A step then
-costs O(C·n·log d) instead of O(C·n·d). ``loss`` keeps the dense form (the definition, used by
-autograd and the tests); ``loss_and_grad`` and ``metrics`` use the sorted form.
+Dead network: a test point on which every unit is off (|x_i| ≤ −b for all i, so f = 0, counted as an
+error) is a dead point; ``dead_frac`` is their fraction, and a run whose last logged ``dead_frac``
+exceeds ``dead_fraction`` is flagged ``dead`` in ``summary.json`` (:meth:`SparseCoding.flags`). A
+dead network is a result, distinct from a non-finite divergence (status ``diverged``).
+
+Speed: the sums over coordinates are evaluated exactly from counts and sums of sorted values. With
+N₊ = #{x_i > −b}, S₊ their sum, N₋ = #{x_i < b}, S₋ their sum: R₊ = Σ ReLU(x_i + b) = S₊ + b·N₊ and
+R₋ = Σ ReLU(−x_i + b) = b·N₋ − S₋, so f = a₊R₊ + a₋R₋, ∇f = (R₊, R₋, a₊N₊ + a₋N₋) in (a₊, a₋, b), with
+ReLU′(0) = 0 (strict inequalities), and the only non-zero second derivatives off the kinks are
+∂²f/∂a₊∂b = N₊, ∂²f/∂a₋∂b = N₋. The counts and sums of all samples for C biases come from one table
+lookup per bias plus a short window of sorted values (:class:`SortedSamples`), not from O(C·n·d) work.
+``loss`` keeps the dense form (the definition, used by autograd and the tests); ``loss_and_grad`` and
+``metrics`` use the table form.
 """
 
 from __future__ import annotations
@@ -43,8 +49,6 @@ from torch import Tensor
 from samrepro.config import require
 from samrepro.tasks import Task
 
-REDUCTIONS = ("mean", "sum")
-
 
 def sample(
     n: int, d: int, signal: float, seed: int, dtype: torch.dtype = torch.float64
@@ -58,117 +62,148 @@ def sample(
     return x, y
 
 
-def network(a_plus: Tensor, a_minus: Tensor, b: Tensor, x: Tensor, a_minus_sign: float) -> Tensor:
-    """f(x) = Σ_i [ReLU(a+·x_i + b) − ReLU(s·a−·x_i + b)] for every configuration: a±, b of shape [C],
+def network(a_plus: Tensor, a_minus: Tensor, b: Tensor, x: Tensor) -> Tensor:
+    """f(x) = Σ_i [a₊·ReLU(x_i + b) + a₋·ReLU(−x_i + b)] for every configuration: a±, b of shape [C],
     x of shape [n, d] → outputs [C, n] (dense; the definition)."""
-    w_plus, w_minus, bias = (v[:, None, None] for v in (a_plus, a_minus_sign * a_minus, b))
-    return (F.relu(w_plus * x + bias) - F.relu(w_minus * x + bias)).sum(-1)
+    a_plus, a_minus, bias = (v[:, None, None] for v in (a_plus, a_minus, b))
+    return (a_plus * F.relu(x + bias) + a_minus * F.relu(-x + bias)).sum(-1)
+
+
+def is_dead(dead_frac: float, dead_fraction: float) -> bool:
+    """A dead network: every unit is off on more than ``dead_fraction`` of the test points."""
+    return dead_frac > dead_fraction
 
 
 class SortedSamples:
-    """Samples x [n, d] stored as sorted coordinates and prefix sums, to evaluate Σ_i ReLU(w·x_i + b)
-    and its derivatives for C configurations in O(C·n·log d) (module docstring)."""
+    """Samples x [n, d] prepared to evaluate, for C biases b at once, R = Σ_i ReLU(b − z_i) and the
+    active counts N = #{z_i < b} of every row z of [−x; x] (module docstring): row block 0 (z = −x)
+    gives the a₊ units ReLU(x_i + b), block 1 (z = x) the a₋ units ReLU(−x_i + b).
 
-    def __init__(self, x: Tensor):
-        self.sorted = x.sort(dim=1).values.contiguous()
-        self.prefix = F.pad(self.sorted.cumsum(1), (1, 0))  # prefix[:, k] = sum of the k smallest
-        self.total = self.prefix[:, -1:]
-        self.d = x.shape[1]
+    All 2n·d values are sorted once into one array V and cut into K bins at breakpoints g_1 < … < g_K
+    taken from V. A table holds, per breakpoint and row, the count and the sum of the row's values
+    below it. For a bias with g_j ≤ b < g_{j+1}, a row's N and Σ_{z_i<b} z_i are the table's entries at
+    g_j plus those of the few values of V in [g_j, b): a window of V from g_j (the values after the
+    bin are ≥ g_{j+1} > b, so the test z < b alone selects them). A call costs O(C·(rows + V's bin
+    size)), with no per-row search."""
 
-    def relu_sum(self, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """For weights w, biases b of shape [C]: (Σ_i ReLU(w x_i + b), S = ∂/∂w, N = ∂/∂b), each [n, C].
+    def __init__(self, x: Tensor, table_entries: int = 1 << 22):
+        self.n = x.shape[0]
+        z = torch.cat([-x, x])
+        rows, d = z.shape
+        values, order = z.flatten().sort()
+        row_of = order // d
+        bins = max(1, min(values.numel() // 64, table_entries // rows))
+        self.breaks = values[torch.linspace(0, values.numel() - 1, bins + 1, device=x.device).long()[1:-1]]
+        starts = torch.searchsorted(values, self.breaks)  # first index of V at or above each breakpoint
+        bin_of = torch.searchsorted(self.breaks, values, right=True)  # #{g_j ≤ V}
+        ends = torch.cat([starts, starts.new_tensor([values.numel()])])
+        self.width = int((ends - torch.cat([starts.new_zeros(1), starts])).max())
+        cell = bin_of * rows + row_of
+        count = torch.zeros(bins * rows, dtype=x.dtype, device=x.device).index_add_(0, cell, torch.ones_like(values))
+        total = torch.zeros(bins * rows, dtype=x.dtype, device=x.device).index_add_(0, cell, values)
+        # table[j] = per row, the count (sum) of values below g_j; table[0] (g_0 = −∞) = 0
+        self.count_table = F.pad(count.view(bins, rows).cumsum(0), (0, 0, 1, 0))[:-1].contiguous()
+        self.sum_table = F.pad(total.view(bins, rows).cumsum(0), (0, 0, 1, 0))[:-1].contiguous()
+        self.starts = torch.cat([starts.new_zeros(1), starts])
+        self.values = F.pad(values, (0, self.width), value=math.inf)
+        self.row_of = F.pad(row_of, (0, self.width))
+        self.offsets = torch.arange(self.width, device=x.device)
 
-        Active coordinates: x_i > −b/w for w > 0, x_i < −b/w for w < 0, all for w = 0 < b (none for
-        w = 0 ≥ b). One binary search serves both signs: it counts x_i ≤ −b/w, which differs from
-        #{x_i < −b/w} only when a coordinate equals the threshold exactly, where ReLU(w x_i + b) = 0
-        (a kink; probability zero for Gaussian data)."""
-        n = self.sorted.shape[0]
-        positive, zero = w > 0, w == 0
-        t = (-b / torch.where(zero, torch.ones_like(w), w)).expand(n, -1).contiguous()
-        below = torch.searchsorted(self.sorted, t, right=True)  # #{x_i ≤ t}
-        below_sum = self.prefix.gather(1, below)
-        count = torch.where(positive, self.d - below, below).to(w.dtype)
-        total = torch.where(positive, self.total - below_sum, below_sum)
-        on = (b > 0).to(w.dtype)
-        count = torch.where(zero, self.d * on, count)
-        total = torch.where(zero, self.total * on, total)
-        return w * total + b * count, total, count
+    def relu_sums(self, b: Tensor) -> tuple[Tensor, Tensor]:
+        """For biases b of shape [C]: (R, N), each [C, 2, n], with N = #{z_i < b} (strict: a unit
+        exactly at its kink is off, ReLU′(0) = 0) and R = Σ_{z_i < b} (b − z_i) = b·N − (sum of those
+        z_i); index 0 of the second axis is (R₊, N₊), index 1 is (R₋, N₋)."""
+        j = torch.searchsorted(self.breaks, b, right=True)  # g_j ≤ b < g_{j+1}
+        window = self.starts.index_select(0, j)[:, None] + self.offsets  # [C, width]
+        values = self.values.take(window)
+        below = (values < b[:, None]).to(b.dtype)
+        rows = self.row_of.take(window)
+        count = self.count_table.index_select(0, j).scatter_add_(1, rows, below)  # [C, 2n]
+        total = self.sum_table.index_select(0, j).scatter_add_(1, rows, below * values)
+        r = b[:, None] * count - total
+        return r.view(-1, 2, self.n), count.view(-1, 2, self.n)
 
 
 class SparseCoding(Task):
-    metric_names = ("train_loss", "test_acc", "bias", "a_plus", "a_minus", "lambda_max")
+    metric_names = ("train_loss", "test_acc", "bias", "a_plus", "a_minus", "lambda_max", "dead_frac")
 
-    def __init__(self, cfg: DictConfig, n_configs: int, device: torch.device):
+    def __init__(self, cfg: DictConfig, device: torch.device):
         x, y = sample(cfg.n_train, cfg.d, cfg.signal, cfg.data_seed)
         x_test, y_test = sample(cfg.n_test, cfg.d, cfg.signal, cfg.test_seed)
         self.x, self.y = x.to(device), y.to(device)
         self.train = SortedSamples(self.x)
         self.test, self.y_test = SortedSamples(x_test.to(device)), y_test.to(device)
-        self.sign = float(cfg.a_minus_sign)
-        self.scale = 1.0 / cfg.n_train if cfg.loss_reduction == "mean" else 1.0
+        self.scale = float(cfg.loss_mult) / cfg.n_train
         self.init_std = math.sqrt(cfg.init_var if cfg.init_var is not None else 1.0 / (2 * cfg.d))
-        self.init_abs = cfg.init_abs
+        self.dead_fraction = float(cfg.dead_fraction)
         self.device = device
 
     def init_params(self, seeds: Sequence[int]) -> list[Tensor]:
-        """[a+, a−] ~ N(0, init_var) (absolute values with ``init_abs``) from each configuration's seed,
-        and b = 0 (Ahn et al. Fig. 1)."""
-        a = (
-            torch.stack(
-                [torch.randn(2, generator=torch.Generator().manual_seed(s), dtype=self.dtype) for s in seeds]
-            )
-            * self.init_std
+        """[a₊, a₋] ~ N(0, init_var) with their signs, from each configuration's seed, and b = 0
+        (Ahn et al. Fig. 1)."""
+        a = torch.stack(
+            [torch.randn(2, generator=torch.Generator().manual_seed(s), dtype=self.dtype) for s in seeds]
         )
-        a = a.abs() if self.init_abs else a
         return [
-            a.to(self.device).requires_grad_(),
+            (a * self.init_std).to(self.device).requires_grad_(),
             torch.zeros(len(seeds), 1, dtype=self.dtype, device=self.device).requires_grad_(),
         ]
 
     def loss(self, params: Sequence[Tensor], batch: object = None, perturbed: bool = False) -> Tensor:
-        """Σ or mean over the training set of log(1 + e^{−y f(x)}), f by the dense definition."""
+        """loss_mult · mean over the training set of log(1 + e^{−y f(x)}), f by the dense definition."""
         a, b = params
-        f = network(a[:, 0], a[:, 1], b[:, 0], self.x, self.sign)
+        f = network(a[:, 0], a[:, 1], b[:, 0], self.x)
         return self.scale * F.softplus(-self.y * f).sum(1)
 
-    def _outputs(self, params: Sequence[Tensor], data: SortedSamples) -> tuple[Tensor, list[Tensor]]:
-        """(f, [∂f/∂a+, ∂f/∂a−, ∂f/∂b]), each [n, C], by the sorted form."""
+    @staticmethod
+    def _outputs(params: Sequence[Tensor], data: SortedSamples) -> tuple[Tensor, Tensor, Tensor]:
+        """(f [C, n], R, N [C, 2, n] of :meth:`SortedSamples.relu_sums`) by the sorted form:
+        f = a₊R₊ + a₋R₋, ∇f = (R₊, R₋, a₊N₊ + a₋N₋)."""
         a, b = params
-        bias = b[:, 0]
-        f_plus, s_plus, n_plus = data.relu_sum(a[:, 0], bias)
-        f_minus, s_minus, n_minus = data.relu_sum(self.sign * a[:, 1], bias)
-        return f_plus - f_minus, [s_plus, -self.sign * s_minus, n_plus - n_minus]
+        r, n_active = data.relu_sums(b[:, 0])
+        return (a[:, :, None] * r).sum(1), r, n_active
 
     @torch.no_grad()
     def loss_and_grad(self, params: Sequence[Tensor], batch: object = None, perturbed: bool = False):
-        """∇L = scale · Σ_k ℓ'(y_k f_k)·y_k·∇f_k with ℓ'(s) = −σ(−s); ∇f by the sorted form."""
-        f, grad_f = self._outputs(params, self.train)
-        margin = self.y[:, None] * f
-        weights = -self.scale * torch.sigmoid(-margin) * self.y[:, None]  # [n, C]
-        grad_a, grad_b = (
-            torch.stack([(weights * g).sum(0) for g in grads], 1) for grads in (grad_f[:2], grad_f[2:])
-        )
-        return self.scale * F.softplus(-margin).sum(0), [grad_a, grad_b]
+        """∇L = scale · Σ_k ℓ'(y_k f_k)·y_k·∇f_k with ℓ'(s) = −σ(−s), scale = loss_mult/n."""
+        a = params[0]
+        f, r, n_active = self._outputs(params, self.train)
+        margin = self.y * f
+        weights = (-self.scale * torch.sigmoid(-margin) * self.y)[:, None]  # [C, 1, n]
+        grad_a = (weights * r).sum(2)
+        grad_b = (a * (weights * n_active).sum(2)).sum(1, keepdim=True)
+        return self.scale * F.softplus(-margin).sum(1), [grad_a, grad_b]
 
     @torch.no_grad()
     def metrics(self, params: Sequence[Tensor], step: int = 0) -> dict[str, Tensor]:
-        """Training loss, test accuracy on the held-out set, a±, b, and λ_max(∇²L): off the ReLU
-        kinks ∇²L = scale · Σ_k ℓ''(y_k f_k) ∇f_k ∇f_kᵀ with ℓ'' = σ(s)σ(−s) (a 3×3 matrix)."""
+        """Training loss, test accuracy (f = 0 is an error), a±, b, the fraction of dead test points,
+        and λ_max of the 3×3 Hessian, off the kinks
+        ∇²L = scale · Σ_k [ℓ''(m_k) ∇f_k ∇f_kᵀ + ℓ'(m_k)·y_k·∇²f_k], m_k = y_k f_k, ℓ'' = σ(m)σ(−m),
+        ∇²f_k zero except ∂²f/∂a±∂b = N±."""
         a, b = params
-        f, grad_f = self._outputs(params, self.train)
-        margin = self.y[:, None] * f
+        f, r, n_active = self._outputs(params, self.train)
+        margin = self.y * f
+        grad_f = torch.stack([r[:, 0], r[:, 1], (a[:, :, None] * n_active).sum(1)], -1)  # [C, n, 3]
         curvature = torch.sigmoid(margin) * torch.sigmoid(-margin)
-        grad_f = torch.stack(grad_f, -1)  # [n, C, 3]
-        hessian = self.scale * torch.einsum("nc,ncp,ncq->cpq", curvature, grad_f, grad_f)
-        f_test = self._outputs(params, self.test)[0]
+        hessian = torch.einsum("cn,cnp,cnq->cpq", curvature, grad_f, grad_f)
+        slope = (-torch.sigmoid(-margin) * self.y)[:, None]  # ℓ'(m)·y, [C, 1, n]
+        cross = (slope * n_active).sum(2)  # [C, 2]
+        hessian[:, :2, 2] += cross
+        hessian[:, 2, :2] += cross
+        f_test, _, n_test = self._outputs(params, self.test)
         return {
-            "train_loss": self.scale * F.softplus(-margin).sum(0),
-            "test_acc": (self.y_test[:, None] * f_test > 0).to(f.dtype).mean(0),
-            "bias": b[:, 0],
-            "a_plus": a[:, 0],
-            "a_minus": a[:, 1],
-            "lambda_max": torch.linalg.eigvalsh(hessian)[:, -1],
+            "train_loss": self.scale * F.softplus(-margin).sum(1),
+            "test_acc": (self.y_test * f_test > 0).to(f.dtype).mean(1),
+            "bias": b[:, 0].clone(),
+            "a_plus": a[:, 0].clone(),
+            "a_minus": a[:, 1].clone(),
+            "lambda_max": torch.linalg.eigvalsh(self.scale * hessian)[:, -1],
+            "dead_frac": (n_test.sum(1) == 0).to(f.dtype).mean(1),
         }
+
+    def flags(self, final: dict[str, float]) -> dict[str, object]:
+        """``dead``: the last logged ``dead_frac`` exceeds ``task.dead_fraction`` (:func:`is_dead`)."""
+        return {"dead": is_dead(final["dead_frac"], self.dead_fraction)} if final else {}
 
 
 def build(cfg: DictConfig, n_configs: int, device: torch.device) -> SparseCoding:
@@ -176,24 +211,14 @@ def build(cfg: DictConfig, n_configs: int, device: torch.device) -> SparseCoding
         require(isinstance(cfg[key], int) and cfg[key] > 0, f"task.{key}", cfg[key], "must be an integer > 0")
     for key in ("data_seed", "test_seed"):
         require(isinstance(cfg[key], int), f"task.{key}", cfg[key], "must be an integer")
-    require(
-        isinstance(cfg.signal, (int, float)) and cfg.signal >= 0,
-        "task.signal",
-        cfg.signal,
-        "must be a number >= 0 (λ)",
-    )
-    require(cfg.a_minus_sign in (-1, 1), "task.a_minus_sign", cfg.a_minus_sign, "allowed: -1, 1")
-    require(
-        cfg.loss_reduction in REDUCTIONS,
-        "task.loss_reduction",
-        cfg.loss_reduction,
-        f"allowed: {', '.join(REDUCTIONS)}",
-    )
-    require(
-        cfg.init_var is None or (isinstance(cfg.init_var, (int, float)) and cfg.init_var >= 0),
-        "task.init_var",
-        cfg.init_var,
-        "must be null (= 1/(2d)) or a number >= 0",
-    )
-    require(isinstance(cfg.init_abs, bool), "task.init_abs", cfg.init_abs, "allowed: true, false")
-    return SparseCoding(cfg, n_configs, device)
+    number = (int, float)
+    require(isinstance(cfg.signal, number) and cfg.signal >= 0, "task.signal", cfg.signal,
+            "must be a number >= 0 (λ)")
+    require(isinstance(cfg.loss_mult, number) and not isinstance(cfg.loss_mult, bool) and cfg.loss_mult > 0,
+            "task.loss_mult", cfg.loss_mult, "must be a number > 0 (the loss is loss_mult times the mean)")
+    require(cfg.init_var is None or (isinstance(cfg.init_var, number) and cfg.init_var >= 0),
+            "task.init_var", cfg.init_var, "must be null (= 1/(2d)) or a number >= 0")
+    fraction = cfg.dead_fraction
+    require(isinstance(fraction, number) and not isinstance(fraction, bool) and 0 <= fraction < 1,
+            "task.dead_fraction", fraction, "must be a number in [0, 1)")
+    return SparseCoding(cfg, device)
