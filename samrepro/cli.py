@@ -17,15 +17,14 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.plugins import Plugins
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
 from hydra.errors import HydraException
+from hydra_plugins.samrepro_launcher import BatchedLauncher, BatchedSweeper
 from omegaconf import DictConfig, OmegaConf
 
 from samrepro import runner
 from samrepro.config import ConfigError, fail, require, validate
-
-from hydra_plugins.samrepro_launcher import BatchedLauncher, BatchedSweeper
 
 log = logging.getLogger("samrepro")
 CONF_MODULE = "samrepro.conf"

@@ -32,7 +32,8 @@ YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 YamlDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 FINISHED = ("completed", "diverged")
-CONFIG, METRICS, SUMMARY, CHECKPOINT, HYDRA_DIR = "config.yaml", "metrics.csv", "summary.json", "checkpoint.pt", ".hydra"
+CONFIG, METRICS, SUMMARY = "config.yaml", "metrics.csv", "summary.json"
+CHECKPOINT, HYDRA_DIR = "checkpoint.pt", ".hydra"
 RUN_FILES = frozenset({CONFIG, METRICS, SUMMARY, CHECKPOINT, HYDRA_DIR})
 # Keys that cannot change a result: left out of the fingerprint (and of the folder name, conf/config.yaml).
 NON_RESULT_KEYS = frozenset({"progress", "threads", "name", "device", "task.data_root", "task.download",

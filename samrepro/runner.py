@@ -92,9 +92,10 @@ def gd_key(config: Mapping) -> str | None:
     return fingerprint({**config, "opt": {**config["opt"], "name": "gd"}, "rho": 0.0})
 
 
-def run(runs: Sequence[Run], progress: bool = False, threads: int | None = None) -> list[dict]:
+def run(runs: Sequence[Run], threads: int | None = None) -> list[dict]:
     """Runs what is not finished yet; returns every run's summary, in order. Raises ConfigError (before
-    writing anything) for a folder it may not use, or a config that is not valid."""
+    writing anything) for a folder it may not use, or a config that is not valid. ``threads``: torch's
+    CPU threads (None: each config's ``threads`` key, else torch's default)."""
     states = [claim(r.dir, r.config) for r in runs]
     summaries: list[dict | None] = [read_summary(r.dir) if s == "done" else None for r, s in zip(runs, states)]
     for r, s in zip(runs, states):
@@ -122,7 +123,7 @@ def run(runs: Sequence[Run], progress: bool = False, threads: int | None = None)
     for key, members in groups.items():
         for start in range(0, len(members), MAX_BATCH):
             chunk = members[start:start + MAX_BATCH]
-            done = execute(bases[key], [runs[i] for i in chunk], [states[i] for i in chunk], progress, threads)
+            done = execute(bases[key], [runs[i] for i in chunk], [states[i] for i in chunk], threads)
             for i, summary in zip(chunk, done):
                 summaries[i] = summary
     for i, j in copies.items():
@@ -142,13 +143,13 @@ def copy_result(source: Run, target: Run, summary: dict) -> dict:
     return result
 
 
-def execute(base: DictConfig, runs: Sequence[Run], states: Sequence[str], progress: bool = False,
-            threads: int | None = None) -> list[dict]:
+def execute(base: DictConfig, runs: Sequence[Run], states: Sequence[str], threads: int | None = None) -> list[dict]:
     """Runs configurations of ``base`` that differ only in opt.name, lr, rho and seed as one batch: the
     task is built once with one parameter slice per configuration, the optimizer gets per-slice η, ρ and
     normalization, and each run gets its own folder. A task that cannot batch (``config_dim = False``)
     is built once and runs the configurations one after another. ``threads``: torch's CPU threads during
-    the run (None: unchanged). ``until``, ``checkpoint_every`` and ``epoch_units``: see conf/config.yaml.
+    the run (None: ``base.threads``, else unchanged). ``until``, ``checkpoint_every``, ``epoch_units`` and
+    ``progress``: see conf/config.yaml.
     """
     device = resolve_device(base.device)
     task = tasks.build(base.task, len(runs), device)
@@ -163,17 +164,18 @@ def execute(base: DictConfig, runs: Sequence[Run], states: Sequence[str], progre
     groups = [jobs] if task.config_dim else [[job] for job in jobs]
     lr_factor = lr_schedule(base.lr_schedule.name, base.lr_schedule.final_ratio, base.steps * unit)
     default_threads = torch.get_num_threads()
+    threads = threads or base.threads
     if threads:
         torch.set_num_threads(threads)
     try:
         return [summary for group in groups for summary in _run_group(
-            base, task, group, unit, until, checkpoint_every, lr_factor, progress)]
+            base, task, group, unit, until, checkpoint_every, lr_factor)]
     finally:
         torch.set_num_threads(default_threads)
 
 
 def _run_group(base: DictConfig, task: tasks.Task, group: Sequence[tuple[Run, str]], unit: int,
-               until: dict, checkpoint_every: int, lr_factor, progress: bool) -> list[dict]:
+               until: dict, checkpoint_every: int, lr_factor) -> list[dict]:
     """One batch of ``execute``: the optimizer, the run folders (resuming from a checkpoint), the trainer."""
     values = {key: [r.values[key] for r, _ in group] for key in ("opt", "lr", "rho", "seed")}
     try:
@@ -191,7 +193,7 @@ def _run_group(base: DictConfig, task: tasks.Task, group: Sequence[tuple[Run, st
         r.write_hydra_record()
     records = [RunRecord(r.dir, r.identity(), task.metric_names, r.config, resume_step=start) for r, _ in group]
     return train(task, optimizer, records, steps=base.steps * unit, log_every=base.log_every * unit,
-                 loss_ceiling=base.loss_ceiling, seeds=values["seed"], progress=progress, lr_factor=lr_factor,
+                 loss_ceiling=base.loss_ceiling, seeds=values["seed"], progress=base.progress, lr_factor=lr_factor,
                  until=until, checkpoint_every=checkpoint_every, start_step=start)
 
 
@@ -199,7 +201,7 @@ def _run_group(base: DictConfig, task: tasks.Task, group: Sequence[tuple[Run, st
 STEP_CAP = re.compile(r"^stage\.phases\.[^.]+\.steps$")
 
 
-def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict, progress: bool = False) -> dict:
+def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
     """``samrepro … stage=<name>``: the phases of ``cfg.stage`` in order, each in ``<run dir>/<phase>/``
     (its own run folder), phase k starting from the model phase k−1 ended with. Each phase must end by
     reaching its ``until``; a phase stopped by its step cap keeps its checkpoint and is continued, in the
@@ -225,7 +227,7 @@ def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict, progress: bool
         phase = phase_config(cfg, overrides, init)
         validate(phase)
         phase_dir = run_dir / name
-        summary = run([Run(OmegaConf.to_container(phase, resolve=True), phase_dir)], progress=progress)[0]
+        summary = run([Run(OmegaConf.to_container(phase, resolve=True), phase_dir)])[0]
         if summary["status"] != "completed":
             raise ConfigError(f"stage.phases.{name}: {summary['status']} after {summary['steps_done']} steps "
                               f"({summary['final']}); its run folder {phase_dir} is kept")

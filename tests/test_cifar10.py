@@ -371,7 +371,8 @@ def test_gpu_sweeps_without_data_end_with_one_clear_error(tmp_path, monkeypatch,
 def grid_size(experiment: str) -> int:
     """The number of jobs of ``samrepro -m experiment=<experiment>`` (its sweeper's grid)."""
     with initialize_config_module(version_base="1.3", config_module=cli.CONF_MODULE):
-        params = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True).hydra.sweeper.params
+        cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
     return math.prod(len(str(v).split(",")) for v in params.values())
 
 

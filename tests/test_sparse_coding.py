@@ -204,7 +204,7 @@ def test_bad_task_key_is_one_clear_line(tmp_path, override, allowed):
 
 
 def test_threads_key_applies_to_the_run_only(tmp_path, monkeypatch):
-    from samrepro.sweep import run_jobs
+    from samrepro.cli import multirun
 
     monkeypatch.chdir(tmp_path)
     before = torch.get_num_threads()
@@ -219,7 +219,7 @@ def test_threads_key_applies_to_the_run_only(tmp_path, monkeypatch):
         "name=threads_check",
         "progress=false",
     ]
-    (run_dir,) = run_jobs([job])
+    (run_dir,) = multirun(job)
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
     assert "threads" not in run_dir.name  # does not change results, so not part of the folder name
     assert torch.get_num_threads() == before

@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 
 from samrepro import theory
+from samrepro.cli import multirun
 from samrepro.figures import Claim, Figure, save
 from samrepro.figures.sparse_coding import NETWORK, dead, settings
 from samrepro.records import collect
-from samrepro.sweep import expand, run_jobs
 
 TIMES = (1, 10)  # ηt at which b and the accuracy are read
 PLATEAU_TOL = 0.005  # |Δb| within which two η are "on the same plateau"
@@ -44,7 +44,7 @@ def at_time(df: pd.DataFrame, time: float) -> pd.DataFrame:
 
 def compute() -> pd.DataFrame:
     """Runs the sweep (skipping finished runs) and keeps the rows the figure reads (module docstring)."""
-    df = collect(run_jobs(expand("ahn_fig1"))).drop(columns=["run_dir"])
+    df = collect(multirun(["experiment=ahn_fig1"])).drop(columns=["run_dir"])
     keep = (df.step == 0) | (df.lr == df.lr.min())
     for time in TIMES:
         keep |= df.step == (time / df.lr).round().astype(int)
