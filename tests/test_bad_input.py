@@ -4,9 +4,12 @@ what is allowed — no traceback — and leaves every file outside runs/ as it w
 import sys
 
 import pytest
+import torch
+from conftest import write_cifar10
 from hydra.core.global_hydra import GlobalHydra
 
 from samrepro import cli
+from samrepro.tasks.cifar10 import make_model
 
 BAD = {  # name: (arguments, what the one line must say)
     "unknown task": (["task=nope"], "task=nope: unknown; allowed: "),
@@ -47,9 +50,13 @@ BAD = {  # name: (arguments, what the one line must say)
     "cifar data missing": (["task=cifar10", "task.data_root=no_such_folder"],
                            "task.data_root=no_such_folder: no CIFAR"),
     "checkpoint missing": (["task=cifar10", "task.init=no_such.pt"], "task.init=no_such.pt"),
+    "corrupt checkpoint": (["task=cifar10", "task.data_root=cifar", "task.init=garbage.pt"], "garbage.pt"),
+    "checkpoint of another width": (["task=cifar10", "task.data_root=cifar", "task.model=fcn_relu",
+                                     "task.width=8", "task.init=fcn16.pt"], "task.width"),
+    "truncated data batch": (["task=cifar10", "task.data_root=truncated"], "data_batch_1"),
     "output folder under a file": (["hydra.run.dir=notes.txt/run"], "notes.txt is a file, not a folder"),
     "sweep folder is a file": (["-m", "hydra.sweep.dir=notes.txt", "lr=0.1,0.2"], "notes.txt is a file"),
-    "folder holding other files": (["hydra.run.dir=."], "holds files samrepro did not write (notes.txt"),
+    "folder holding other files": (["hydra.run.dir=."], "holds files samrepro did not write (cifar, fcn16.pt"),
     "folder of another config": (["task.eigenvalues=[3.0,1.0]", "hydra.run.dir=runs/taken"],
                                  "holds the completed run of another config (task.eigenvalues"),
 }
@@ -67,8 +74,16 @@ def snapshot(folder):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
+    """A user's folder: their own file, a small CIFAR-10 copy, a truncated one, a corrupt checkpoint and a
+    checkpoint of a 16-unit FCN."""
     folder = tmp_path_factory.mktemp("user")
     (folder / "notes.txt").write_text("a user's own file")
+    write_cifar10(folder / "cifar", 20, 10)
+    write_cifar10(folder / "truncated", 20, 10)
+    batch = folder / "truncated" / "cifar-10-batches-py" / "data_batch_1"
+    batch.write_bytes(batch.read_bytes()[:100])
+    (folder / "garbage.pt").write_bytes(b"not a checkpoint" * 10)
+    torch.save(make_model("fcn_relu", 16, "groupnorm").state_dict(), folder / "fcn16.pt")
     return folder
 
 
