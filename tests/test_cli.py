@@ -21,6 +21,7 @@ def read_rows(path):
         return list(csv.reader(f))
 
 
+@pytest.mark.slow
 def test_one_run_writes_the_run_folder_contract(samrepro_cli, tmp_path):
     result = samrepro_cli(*TINY, "hydra.run.dir=a")
     assert result.returncode == 0, result.stderr
@@ -60,6 +61,7 @@ def test_bad_input_is_one_clear_line(args, message):
         check_overrides(args)
 
 
+@pytest.mark.slow
 def test_task_keys_are_checked_when_the_task_is_built(samrepro_cli, tmp_path):
     result = samrepro_cli("task=single_neuron", "task.init=[1.0]", "hydra.run.dir=bad")
     assert result.returncode == 2
@@ -67,6 +69,7 @@ def test_task_keys_are_checked_when_the_task_is_built(samrepro_cli, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_a_folder_holding_other_files_is_left_as_it_was(samrepro_cli, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     for bad in (["task=single_neuron", "task.init=[1.0]"], ["steps=3"]):
@@ -77,6 +80,7 @@ def test_a_folder_holding_other_files_is_left_as_it_was(samrepro_cli, tmp_path):
         assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
 def test_cuda_without_gpu_is_a_clear_error(samrepro_cli, tmp_path):
     result = samrepro_cli("device=cuda", "steps=2", "hydra.run.dir=gpu")
@@ -128,6 +132,7 @@ def test_ctrl_c_writes_interrupted_and_keeps_rows(tmp_path, monkeypatch):
     assert [r[0] for r in read_rows(tmp_path / "metrics.csv")[1:]] == ["0", "10", "20"]
 
 
+@pytest.mark.slow
 def test_the_batched_launcher_writes_what_hydras_own_launcher_writes(samrepro_cli, tmp_path, monkeypatch):
     """`samrepro -m` (batched launcher, in process) and Hydra's basic launcher (one job at a time, in a
     subprocess): the same folders, byte-identical metrics, the same .hydra/ records (but for the launcher)."""

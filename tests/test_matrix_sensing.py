@@ -150,6 +150,7 @@ def test_end_to_end_through_the_sweep_runner(tmp_path, monkeypatch):
         assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
 
 
+@pytest.mark.slow
 def test_cli_runs_one_configuration(tmp_path):
     cli = [str(Path(sys.executable).with_name("samrepro")), "task=matrix_sensing", "progress=false"]
     tiny = [f"task.{k}={v}" for k, v in TINY.items()]

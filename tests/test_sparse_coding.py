@@ -176,6 +176,7 @@ def run_cli(tmp_path, *args):
     )
 
 
+@pytest.mark.slow
 def test_tiny_end_to_end_run(tmp_path):
     result = run_cli(tmp_path, "opt=sam", "lr=0.01", "rho=0.05", "steps=6", "log_every=3")
     assert result.returncode == 0, result.stderr
@@ -191,6 +192,7 @@ def test_tiny_end_to_end_run(tmp_path):
     assert summary["dead"] is False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("override", "allowed"),
     [("task.loss_mult=0", "must be a number > 0"), ("task.dead_fraction=1.5", "in [0, 1)"),

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from omegaconf import OmegaConf
 
 from samrepro.cli import thread_share
@@ -21,6 +22,7 @@ def steps_logged(run_dir):
         return [int(row["step"]) for row in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_sweep_killed_with_sigkill_resumes_without_lost_or_duplicated_rows(tmp_path):
     sweep = tmp_path / "runs" / "kill"
     cmd = [sys.executable, "-m", "samrepro", *SWEEP]
@@ -45,6 +47,7 @@ def test_sweep_killed_with_sigkill_resumes_without_lost_or_duplicated_rows(tmp_p
         assert (run_dir / "summary.json").stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_a_sweep(tmp_path):
     cmd = [sys.executable, "-m", "samrepro", "-m", "hydra/launcher=submitit_local", "task=quadratic",
            "opt=gd,usam", "steps=5", "progress=false", "name=sub", "hydra.launcher.timeout_min=5",
