@@ -98,9 +98,10 @@ def run(runs: Sequence[Run], threads: int | None = None) -> list[dict]:
     CPU threads (None: each config's ``threads`` key, else torch's default)."""
     states = [claim(r.dir, r.config) for r in runs]
     summaries: list[dict | None] = [read_summary(r.dir) if s == "done" else None for r, s in zip(runs, states)]
-    for r, s in zip(runs, states):
-        if s == "done":
-            log.info("skipped (finished with this config): %s", r.dir)
+    done = [r.dir for r, s in zip(runs, states) if s == "done"]
+    if done:
+        log.info("skipped %d finished run(s) of the same config: %s", len(done),
+                 done[0] if len(done) == 1 else f"{done[0]} … {done[-1]}")
     computed: dict[str, int] = {}  # GD key → index of the run that computes (or computed) it
     copies: dict[int, int] = {}
     for i, r in enumerate(runs):
