@@ -7,7 +7,8 @@ The work is a batched sweep of mixed configurations (GD, SAM and USAM on a quadr
 of η and ρ: 675 runs, USAM diverging in part of it) and ``samrepro-figs dai_thm2`` (its sweep, its CSV
 and its figure). Kills land in three phases, chosen in turn: during training (before any summary is
 written), during the summary writes at the end of the batch (the first summary.json is watched for),
-and during ``samrepro-figs`` (at random, with its CSV's temp file watched for). After each kill the
+and during ``samrepro-figs`` (its CSV made stale first, killed as the CSV's or the figure's temp file
+appears). After each kill the
 drill checks that every summary.json and metrics.csv on disk parses, then runs the command again; a
 trial may be killed up to three times before its last, uninterrupted run. Finally every run folder must
 equal the reference: byte-identical metrics.csv, one summary.json with the same status, steps and final
@@ -47,8 +48,10 @@ def start(cmd: list[str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def finish(cmd: list[str], cwd: Path) -> None:
-    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=900)
+def finish(cmd: list[str], cwd: Path) -> str | None:
+    """Runs ``cmd`` to the end; returns its error output if it failed."""
+    done = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=900)
+    return None if done.returncode == 0 else done.stderr[-3000:]
 
 
 def kill(proc: subprocess.Popen) -> bool:
@@ -109,10 +112,10 @@ def attempt(phase: str, work: Path, rng: random.Random, durations: dict) -> dict
     elif phase == "summary writes":
         in_phase = wait_for(lambda: summaries(work), proc)
         time.sleep(rng.uniform(0, 0.6))
-    else:
-        csv_tmp = work / "results" / "dai_thm2.csv.tmp"
-        time.sleep(rng.uniform(0.0, durations["figs"] * 0.6))
-        in_phase = wait_for(csv_tmp.exists, proc, limit=rng.uniform(0.5, 3.0))
+    else:  # the CSV is made stale, so that samrepro-figs rewrites it; killed as its temp file appears
+        (work / "results" / "dai_thm2.csv").unlink(missing_ok=True)
+        writing = [work / "results" / "dai_thm2.csv.tmp", work / "results" / "figures" / "dai_thm2.png.tmp"]
+        in_phase = wait_for(lambda: any(p.exists() for p in writing), proc)
     killed = kill(proc)
     return {"phase": phase, "at": time.monotonic() - t0, "killed": killed, "in_phase": in_phase,
             "unreadable": check_readable(work)}
@@ -128,12 +131,12 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="samrepro-drill-"))
     reference = base / "reference"
     reference.mkdir()
-    t = time.monotonic()
-    finish(SWEEP, reference)
-    durations = {"sweep": time.monotonic() - t}
-    t = time.monotonic()
-    finish(FIGS, reference)
-    durations["figs"] = time.monotonic() - t
+    durations = {}
+    for name, cmd in (("sweep", SWEEP), ("figs", FIGS)):
+        t = time.monotonic()
+        if error := finish(cmd, reference):
+            sys.exit(f"the uninterrupted {name} failed:\n{error}")
+        durations[name] = time.monotonic() - t
     print(f"reference: sweep {durations['sweep']:.1f} s, samrepro-figs dai_thm2 {durations['figs']:.1f} s")
     expected = folder_state(reference)
     kills, trials, mismatches = [], 0, []
@@ -145,8 +148,10 @@ def main() -> None:
             phase = PHASES[len(kills) % len(PHASES)]
             kills.append({**attempt(phase, work, rng, durations), "trial": trials})
             mismatches += [f"trial {trials}: unreadable {p}" for p in kills[-1]["unreadable"]]
-        finish(SWEEP, work)
-        finish(FIGS, work)
+        for cmd in (SWEEP, FIGS):
+            error = finish(cmd, work)
+            if error:
+                mismatches.append(f"trial {trials}: the resumed {Path(cmd[0]).name} failed:\n{error}")
         got = folder_state(work)
         mismatches += [f"trial {trials}: lost {d}" for d in expected.keys() - got.keys()]
         mismatches += [f"trial {trials}: extra {d}" for d in got.keys() - expected.keys()]

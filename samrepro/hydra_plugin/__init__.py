@@ -64,6 +64,7 @@ class BatchedSweeper(Sweeper):
     jobs that differ only in lr, rho and seed, and launched as one batch."""
 
     def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None) -> None:
+        self.max_batch_size = max_batch_size  # jobs handed to the launcher at a time (None: all)
         self.params = dict(params or {})
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
@@ -99,10 +100,13 @@ class BatchedSweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         for shared in dict.fromkeys(_shared(job) for job in jobs):  # compose errors surface before any job runs
             self.hydra_context.config_loader.load_sweep_config(self.config, list(shared))
-        results = self.launcher.launch(jobs, initial_job_idx=0)
-        for r in results:
-            _ = r.return_value  # raises a failed job's exception
-        return [results]
+        size = self.max_batch_size or len(jobs)
+        returns = []
+        for start in range(0, len(jobs), size):
+            returns.append(self.launcher.launch(jobs[start:start + size], initial_job_idx=start))
+            for r in returns[-1]:
+                _ = r.return_value  # raises a failed job's exception
+        return returns
 
 
 def override_dirname(overrides: Sequence[Override], job_config: DictConfig) -> str:
