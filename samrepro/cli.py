@@ -8,6 +8,7 @@ code 2 and one line naming the key and what is allowed, and leaves every folder 
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import sys
@@ -21,7 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.errors import HydraException
 from hydra_plugins.samrepro_launcher import BatchedLauncher, BatchedSweeper
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from samrepro import runner
 from samrepro.config import ConfigError, fail, require, validate
@@ -99,17 +100,18 @@ def config_groups() -> dict[str, list[str]]:
 
 def check_overrides(args: Sequence[str], multirun: bool = False) -> Path:
     """Catches bad command-line input before Hydra creates any folder (one line per error); returns the
-    run (or sweep) folder of the first combination. Each swept
-    value is checked once, with the other keys at their first value: a k-key sweep composes Σ nᵢ configs,
-    not Π nᵢ (the launcher checks every job's own combination again, cheaply, before anything runs)."""
-    from hydra import compose, initialize_config_module
+    run (or sweep) folder of the first combination. Each swept value is checked once, with the other keys
+    at their first value: composed for a config group's choice, set into the first config otherwise (the
+    launcher checks every job's own combination again, cheaply, before anything runs)."""
+    from hydra import initialize_config_module
 
+    parser = OverridesParser.create()
     try:
-        overrides = OverridesParser.create().parse_overrides(list(args))
+        overrides = parser.parse_overrides(list(args))
     except HydraException as err:
         raise ConfigError(f"malformed override: {str(err).splitlines()[0]}") from err
     groups = config_groups()
-    choices = []
+    alternatives = []  # (the override of the first combination, the others of a swept key)
     for o in overrides:
         values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
         if o.key_or_group in groups:
@@ -117,18 +119,35 @@ def check_overrides(args: Sequence[str], multirun: bool = False) -> Path:
                 require(v in groups[o.key_or_group], o.key_or_group, v,
                         f"unknown; allowed: {', '.join(groups[o.key_or_group])}")
         prefix = o.input_line[: len(o.input_line) - len(o.input_line.lstrip("+~"))]
-        choices.append([f"{prefix}{o.key_or_group}={v}" for v in values] if o.is_sweep_override() else [o.input_line])
-    firsts = [c[0] for c in choices]
-    combos = {tuple(firsts)} | {tuple(firsts[:i] + [v] + firsts[i + 1:]) for i, c in enumerate(choices) for v in c[1:]}
+        lines = [f"{prefix}{o.key_or_group}={v}" for v in values] if o.is_sweep_override() else [o.input_line]
+        alternatives.append((lines[0], lines[1:], o.key_or_group in groups))
+    firsts = [first for first, _, _ in alternatives]
     with initialize_config_module(version_base="1.3", config_module=CONF_MODULE):
-        for combo in sorted(combos):
-            try:
-                cfg = compose("config", overrides=list(combo), return_hydra_config=True)
-            except HydraException as err:
-                raise ConfigError(str(err).splitlines()[0]) from err
-            validate(cfg)
-            folder = check_output_folder(cfg, multirun)
+        base = _compose(firsts)
+        folder = check_output_folder(base, multirun)
+        for i, (_, others, is_group) in enumerate(alternatives):
+            for line in others:  # a group's other choice is composed; a value is set into the first config
+                if is_group:
+                    _compose([*firsts[:i], line, *firsts[i + 1:]])
+                else:
+                    cfg = copy.deepcopy(base)
+                    o = parser.parse_override(line)
+                    with open_dict(cfg):
+                        OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+                    validate(cfg)
     return folder
+
+
+def _compose(overrides: Sequence[str]) -> DictConfig:
+    """Hydra's compose of ``overrides`` (with its hydra node), validated."""
+    from hydra import compose
+
+    try:
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    except HydraException as err:
+        raise ConfigError(str(err).splitlines()[0]) from err
+    validate(cfg)
+    return cfg
 
 
 def check_output_folder(cfg: DictConfig, multirun: bool) -> Path:

@@ -22,11 +22,14 @@ import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import yaml
 
 from samrepro.config import ConfigError
+
+if TYPE_CHECKING:  # pandas is imported where it is used: a run does not need it (0.5 s of start-up)
+    import pandas as pd
 
 YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 YamlDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -207,6 +210,8 @@ def collect(run_dirs: Iterable[Path], metrics: bool = True) -> pd.DataFrame:
     ``task.loss``; lists as strings), the summary's ``status``/``steps_done``/``diverged_at`` and flags,
     ``run`` (the folder's name) and ``run_dir``, and (``metrics=True``) one row per logged step;
     otherwise one row per run with the final metrics."""
+    import pandas as pd
+
     rows = []
     for run_dir in run_dirs:
         summary = read_summary(run_dir)

@@ -98,8 +98,9 @@ class BatchedSweeper(Sweeper):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        for shared in dict.fromkeys(_shared(job) for job in jobs):  # compose errors surface before any job runs
-            self.hydra_context.config_loader.load_sweep_config(self.config, list(shared))
+        if not isinstance(self.launcher, BatchedLauncher):  # which composes them all before any job runs
+            for shared in dict.fromkeys(_shared(job) for job in jobs):  # compose errors surface early
+                self.hydra_context.config_loader.load_sweep_config(self.config, list(shared))
         size = self.max_batch_size or len(jobs)
         returns = []
         for start in range(0, len(jobs), size):
