@@ -36,6 +36,7 @@ from samrepro.records import (
     fingerprint,
     read_summary,
     write_json_atomic,
+    write_text_atomic,
 )
 from samrepro.train import load_checkpoint, lr_schedule, train
 
@@ -46,7 +47,7 @@ MAX_BATCH = 4096  # configurations in one batch (memory, not open files, bounds 
 @dataclass
 class Run:
     """One run: its resolved config (no ``hydra`` node), its folder, and the ``.hydra/`` record Hydra's own
-    launcher would write there (file name → payload), written once the folder is claimed."""
+    launcher would write there (file name → payload or its YAML text), written once the folder is claimed."""
 
     config: dict
     dir: Path
@@ -72,8 +73,9 @@ class Run:
     def write_hydra_record(self) -> None:
         if self.hydra_record:
             (self.dir / HYDRA_DIR).mkdir(parents=True, exist_ok=True)
-            for name, payload in self.hydra_record.items():
-                dump_yaml(payload, self.dir / HYDRA_DIR / name)
+            for name, payload in self.hydra_record.items():  # a payload, or its YAML text
+                path = self.dir / HYDRA_DIR / name
+                write_text_atomic(path, payload) if isinstance(payload, str) else dump_yaml(payload, path)
 
 
 def batch_key(config: Mapping) -> str:

@@ -18,8 +18,8 @@ Hydra's own launcher would write, and :func:`samrepro.runner.run` runs them all,
 
 from __future__ import annotations
 
-import copy
 import itertools
+import json
 import logging
 import os
 import re
@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
@@ -39,9 +40,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from samrepro import runner
 from samrepro.config import ConfigError, fail
+from samrepro.records import YamlDumper
 
 log = logging.getLogger(__name__)
 SCALARS = ("lr", "rho", "seed")
+JOB_KEYS = ("override_dirname", "id", "num")  # what Hydra's launcher sets in hydra.job for each job
 
 
 @cache
@@ -132,8 +135,14 @@ class _Template:
         self.cfg = cfg
         self.task_keys = [k for k in cfg if k != "hydra"]
         self.task = OmegaConf.to_container(OmegaConf.masked_copy(cfg, self.task_keys), resolve=False)
-        self.hydra = OmegaConf.to_container(cfg.hydra, resolve=False, enum_to_str=True)
         self.interpolated = _has_interpolation(self.task)
+        # hydra.yaml once, with a placeholder for each value a job sets; a job fills them in (JSON scalars
+        # and lists are YAML): dumping ~150 lines per job would cost more than a small step
+        hydra = OmegaConf.to_container(cfg.hydra, resolve=False, enum_to_str=True)
+        hydra["job"].update({k: f"__samrepro_{k}__" for k in JOB_KEYS})
+        hydra["overrides"]["task"] = "__samrepro_task__"
+        hydra["runtime"]["output_dir"] = "__samrepro_output_dir__"
+        self.hydra_yaml = yaml.dump({"hydra": hydra}, Dumper=YamlDumper, sort_keys=False, allow_unicode=True)
 
     def job(self, overrides: Sequence[str], idx: int) -> runner.Run:
         """The run of one job: its resolved config, its folder and its ``.hydra/`` record."""
@@ -150,13 +159,12 @@ class _Template:
             run_dir = Path(str(self.cfg.hydra.sweep.dir)) / str(self.cfg.hydra.sweep.subdir)
             resolved = ({k: OmegaConf.to_container(self.cfg[k], resolve=True) if OmegaConf.is_config(self.cfg[k])
                          else self.cfg[k] for k in self.task_keys} if self.interpolated else None)
-        task = {**copy.deepcopy(self.task), **scalars}
-        hydra = copy.deepcopy(self.hydra)
-        hydra["job"].update(job)
-        hydra["overrides"]["task"] = [o.input_line for o in task_overrides]
-        hydra["runtime"]["output_dir"] = os.path.abspath(run_dir)
-        record = {"config.yaml": task, "hydra.yaml": {"hydra": hydra}, "overrides.yaml": hydra["overrides"]["task"]}
-        return runner.Run(resolved or copy.deepcopy(task), run_dir, record)
+        task = {**self.task, **scalars}  # top-level keys only change: the nested dicts are shared, never mutated
+        lines = [o.input_line for o in task_overrides]
+        values = {**job, "task": lines, "output_dir": os.path.abspath(run_dir)}
+        hydra_yaml = re.sub(r"__samrepro_(\w+?)__", lambda m: json.dumps(values[m.group(1)]), self.hydra_yaml)
+        record = {"config.yaml": task, "hydra.yaml": hydra_yaml, "overrides.yaml": lines}
+        return runner.Run(resolved or task, run_dir, record)
 
 
 class BatchedLauncher(Launcher):
