@@ -59,7 +59,8 @@ def hydra_record(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONF_MODULE}", config_name="config")
 def run(cfg: DictConfig) -> dict:
-    """One job (``samrepro …``, or a job of a sweep under Hydra's basic, joblib or submitit launcher)."""
+    """One job (``samrepro …``, or a job of a sweep under Hydra's basic, joblib or submitit launcher);
+    returns its summary and ``run_dir``, as the batched launcher does for each of its jobs."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
@@ -73,7 +74,7 @@ def run(cfg: DictConfig) -> dict:
         fail(str(err))
     final = ", ".join(f"{k}={v:.6g}" for k, v in summary["final"].items())
     log.info("%s after %d steps: %s -> %s", summary["status"], summary["steps_done"], final, run_dir)
-    return summary
+    return {**summary, "run_dir": str(run_dir)}
 
 
 def multirun(overrides: Sequence[str]) -> list[Path]:
@@ -88,7 +89,7 @@ def multirun(overrides: Sequence[str]) -> list[Path]:
         returns = GlobalHydra.instance().hydra.multirun(config_name="config", task_function=run.__wrapped__,
                                                         overrides=[*overrides, "hydra.mode=MULTIRUN"],
                                                         with_log_configuration=False)
-    return [Path(r.hydra_cfg.hydra.runtime.output_dir) for batch in returns for r in batch]
+    return [Path(r.return_value["run_dir"]) for batch in returns for r in batch]
 
 
 def config_groups() -> dict[str, list[str]]:

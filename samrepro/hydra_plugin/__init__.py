@@ -202,6 +202,5 @@ class BatchedLauncher(Launcher):
             fail(str(err))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return [JobReturn(overrides=list(o), working_dir=os.getcwd(), task_name=self.config.hydra.job.name,
-                          hydra_cfg=OmegaConf.create({"hydra": {"runtime": {"output_dir": str(r.dir)}}}),
-                          status=JobStatus.COMPLETED, _return_value=s)
+                          status=JobStatus.COMPLETED, _return_value={**s, "run_dir": str(r.dir)})
                 for o, r, s in zip(job_overrides, runs, summaries)]
