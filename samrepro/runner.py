@@ -100,20 +100,18 @@ def run(runs: Sequence[Run], threads: int | None = None) -> list[dict]:
     CPU threads (None: each config's ``threads`` key, else torch's default)."""
     states = [claim(r.dir, r.config) for r in runs]
     summaries: list[dict | None] = [read_summary(r.dir) if s == "done" else None for r, s in zip(runs, states)]
-    done = [r.dir for r, s in zip(runs, states) if s == "done"]
-    if done:
-        log.info("skipped %d finished run(s) of the same config: %s", len(done),
-                 done[0] if len(done) == 1 else f"{done[0]} … {done[-1]}")
-    computed: dict[str, int] = {}  # GD key → index of the run that computes (or computed) it
-    copies: dict[int, int] = {}
+    skipped = [r.dir for r, s in zip(runs, states) if s == "done"]
+    if skipped:
+        log.info("skipped %d finished run(s) of the same config: %s", len(skipped),
+                 skipped[0] if len(skipped) == 1 else f"{skipped[0]} … {skipped[-1]}")
+    computed: dict[str, int] = {}  # GD key → the first run of that key: it computes (or computed) it
+    copies: dict[int, int] = {}  # an unfinished run → the run whose result it takes
     for i, r in enumerate(runs):
         key = gd_key(r.config)
-        if key is None:
-            continue
-        if key in computed and summaries[i] is None:
+        if key is not None and key not in computed:
+            computed[key] = i
+        elif key is not None and summaries[i] is None:
             copies[i] = computed[key]
-        elif key not in computed or summaries[i] is not None:
-            computed.setdefault(key, i)
     groups: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(runs):
         if summaries[i] is None and i not in copies:
@@ -135,7 +133,8 @@ def run(runs: Sequence[Run], threads: int | None = None) -> list[dict]:
 
 
 def copy_result(source: Run, target: Run, summary: dict) -> dict:
-    """``target`` is ``source`` but for ρ, which GD ignores: the same rows, its own config and summary."""
+    """``target`` is ``source`` but for ρ (which GD ignores) or for SAM/USAM at ρ = 0 (which is GD): the
+    same rows, its own config, its own summary saying ``same_as``."""
     target.dir.mkdir(parents=True, exist_ok=True)
     target.write_hydra_record()
     dump_yaml(target.config, target.dir / CONFIG)
