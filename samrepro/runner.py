@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -138,8 +137,7 @@ def copy_result(source: Run, target: Run, summary: dict) -> dict:
     target.dir.mkdir(parents=True, exist_ok=True)
     target.write_hydra_record()
     dump_yaml(target.config, target.dir / CONFIG)
-    shutil.copyfile(source.dir / METRICS, target.dir / (METRICS + ".tmp"))
-    (target.dir / (METRICS + ".tmp")).replace(target.dir / METRICS)
+    write_text_atomic(target.dir / METRICS, (source.dir / METRICS).read_text())
     result = {**summary, **target.identity(), "fingerprint": fingerprint(target.config), "same_as": str(source.dir)}
     write_json_atomic(target.dir / "summary.json", result)
     return result

@@ -130,7 +130,8 @@ def train(
         for c in list(running):
             if div[c] >= 0 or bad_params[c]:
                 running.remove(c)
-                finish(c, "diverged", div[c] if div[c] >= 0 else step, diverged_at=div[c] if div[c] >= 0 else step)
+                at = div[c] if div[c] >= 0 else step  # the step of the bad loss, else this step (bad parameters)
+                finish(c, "diverged", at, diverged_at=at)
         if not running:
             return
         safe = params if frozen is None else [
