@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import NoReturn
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, NoReturn
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from samrepro.optim import RULES
 
@@ -51,45 +54,113 @@ def is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+# ------------------------------------------------------------------------------------------------ schema
+# The types and allowed names of the keys every run has (conf/config.yaml, conf/opt/): OmegaConf checks a
+# config against them; the values and their comments live in the YAML files only.
+OptName = Enum("OptName", {name: name for name in RULES})
+LrScheduleName = Enum("LrScheduleName", {name: name for name in LR_SCHEDULES})
+DeviceName = Enum("DeviceName", {name: name for name in ("auto", "cpu", "cuda")})
+
+
+@dataclass
+class OptSchema:
+    name: OptName = MISSING
+    momentum: float = MISSING
+    weight_decay: float = MISSING
+    eps: float = MISSING
+
+
+@dataclass
+class LrScheduleSchema:
+    name: LrScheduleName = MISSING
+    final_ratio: float = MISSING
+
+
+@dataclass
+class RunSchema:
+    task: dict[str, Any] = MISSING  # each task checks its own keys when it is built
+    opt: OptSchema = MISSING
+    lr: float = MISSING
+    rho: float = MISSING
+    steps: int = MISSING
+    lr_schedule: LrScheduleSchema = MISSING
+    seed: int = MISSING
+    device: DeviceName = MISSING
+    log_every: int = MISSING
+    loss_ceiling: float = MISSING
+    progress: bool = MISSING
+    threads: int | None = MISSING
+    name: str = MISSING
+    until: dict[str, float] = MISSING
+    checkpoint_every: int = MISSING
+    epoch_units: bool = MISSING
+    stage: dict[str, Any] | None = None
+
+
+def _names(enum: type[Enum]) -> str:
+    return f"allowed: {', '.join(m.name for m in enum)}"
+
+
+RULES_OF_KEYS = {  # key: (test of its typed value, or None: its type says all; what is allowed)
+    "opt.name": (None, _names(OptName)),
+    "lr": (lambda v: v > 0, "must be a number > 0"),
+    "rho": (lambda v: v >= 0, "must be a number >= 0"),
+    "seed": (None, "must be an integer"),
+    "steps": (lambda v: v > 0, "must be an integer > 0"),
+    "log_every": (lambda v: v > 0, "must be an integer > 0"),
+    "loss_ceiling": (lambda v: v > 0, "must be a number > 0"),
+    "threads": (lambda v: v is None or v > 0, "must be null (torch's default) or an integer > 0"),
+    "lr_schedule.name": (None, _names(LrScheduleName)),
+    "lr_schedule.final_ratio": (lambda v: v > 0, "must be a number > 0"),
+    "checkpoint_every": (lambda v: v >= 0, "must be an integer >= 0"),
+    "epoch_units": (None, "must be true or false"),
+    "progress": (None, "must be true or false"),
+    "device": (None, _names(DeviceName)),
+    "name": (lambda v: v.strip("./") != "", "must be a folder name under runs/"),
+    "opt.momentum": (lambda v: 0 <= v < 1, "must be a number in [0, 1)"),
+    "opt.weight_decay": (lambda v: v >= 0, "must be a number >= 0"),
+    "opt.eps": (lambda v: v > 0, "must be a number > 0"),
+    "until": (None, "must map metric names to numbers, e.g. +until.train_acc=1.0"),
+}
+
+
+def _schema_error(err: OmegaConfBaseException) -> ConfigError:
+    """OmegaConf's complaint about a key, as one line naming the key and what is allowed."""
+    key = str(err.full_key)
+    if isinstance(err, ConfigKeyError):
+        parent, _, _ = key.rpartition(".")
+        return ConfigError(f"{key}: unknown key{f' in {parent}' if parent else ''}")
+    allowed = RULES_OF_KEYS.get(key) or RULES_OF_KEYS.get(key.partition(".")[0])
+    return ConfigError(f"{key}={err.value}: {allowed[1] if allowed else err.msg.splitlines()[0]}")
+
+
 def validate_run(opt: str, lr: float, rho: float, seed: int) -> None:
-    """The keys in which the runs of one batch may differ."""
+    """The keys in which the runs of one batch may differ (checked for each run: plain values, no schema)."""
     require(opt in RULES, "opt", opt, f"unknown optimizer; allowed: {', '.join(RULES)}")
-    require(is_number(lr) and lr > 0, "lr", lr, "must be a number > 0")
-    require(is_number(rho) and rho >= 0, "rho", rho, "must be a number >= 0")
-    require(is_int(seed), "seed", seed, "must be an integer")
-
-
-CHECKS = (  # key, test, what is allowed: the keys every run has (conf/config.yaml, conf/opt/)
-    ("steps", lambda v: is_int(v) and v > 0, "must be an integer > 0"),
-    ("log_every", lambda v: is_int(v) and v > 0, "must be an integer > 0"),
-    ("loss_ceiling", lambda v: is_number(v) and v > 0, "must be a number > 0"),
-    ("threads", lambda v: v is None or (is_int(v) and v > 0), "must be null (torch's default) or an integer > 0"),
-    ("lr_schedule.name", lambda v: v in LR_SCHEDULES, f"allowed: {', '.join(LR_SCHEDULES)}"),
-    ("lr_schedule.final_ratio", lambda v: is_number(v) and v > 0, "must be a number > 0"),
-    ("checkpoint_every", lambda v: is_int(v) and v >= 0, "must be an integer >= 0"),
-    ("epoch_units", lambda v: isinstance(v, bool), "must be true or false"),
-    ("progress", lambda v: isinstance(v, bool), "must be true or false"),
-    ("name", lambda v: isinstance(v, str) and v.strip("./") != "", "must be a folder name under runs/"),
-    ("opt.momentum", lambda v: is_number(v) and 0 <= v < 1, "must be a number in [0, 1)"),
-    ("opt.weight_decay", lambda v: is_number(v) and v >= 0, "must be a number >= 0"),
-    ("opt.eps", lambda v: is_number(v) and v > 0, "must be a number > 0"),
-    ("until", lambda v: isinstance(v, DictConfig) and all(is_number(x) for x in v.values()),
-     "must map metric names to numbers, e.g. +until.train_acc=1.0"),
-)
+    for key, value, is_type in (("lr", lr, is_number), ("rho", rho, is_number), ("seed", seed, is_int)):
+        test, allowed = RULES_OF_KEYS[key]
+        require(is_type(value) and (test is None or test(value)), key, value, allowed)
 
 
 def validate(cfg: DictConfig) -> None:
-    """Checks the keys every run has (DESIGN §2); tasks check their own keys when built."""
-    validate_run(cfg.opt.name, cfg.lr, cfg.rho, cfg.seed)
-    for key, ok, allowed in CHECKS:
-        value = OmegaConf.select(cfg, key)
-        require(ok(value), key, value, allowed)
+    """Checks the keys every run has (DESIGN §2): their types and names against :class:`RunSchema`, then
+    their ranges; tasks check their own keys when built. Top-level keys of a user's own are let through."""
+    try:
+        known = [k for k in cfg if k in RunSchema.__dataclass_fields__]  # a user's own top-level keys pass
+        typed = OmegaConf.merge(OmegaConf.structured(RunSchema), OmegaConf.masked_copy(cfg, known))
+    except OmegaConfBaseException as err:
+        raise _schema_error(err) from err
+    missing = OmegaConf.missing_keys(typed)
+    if missing:
+        raise ConfigError(f"{', '.join(sorted(missing))}: missing; every run sets it (conf/config.yaml)")
+    for key, (test, allowed) in RULES_OF_KEYS.items():
+        require(test is None or test(OmegaConf.select(typed, key)), key, OmegaConf.select(cfg, key), allowed)
     resolve_device(cfg.device)
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` → CUDA when present, else CPU; ``cpu`` / ``cuda`` force it."""
-    require(name in ("auto", "cpu", "cuda"), "device", name, "allowed: auto, cpu, cuda")
+    require(name in DeviceName.__members__, "device", name, _names(DeviceName))
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     require(name != "cuda" or torch.cuda.is_available(), "device", name,

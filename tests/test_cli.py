@@ -61,6 +61,22 @@ def test_bad_input_is_one_clear_line(args, message):
         check_overrides(args)
 
 
+def test_runs_built_in_python_are_checked_against_the_schema(tmp_path):
+    """runner.run checks a hand-built config as the CLI does: types and names from config.RunSchema."""
+    cfg = OmegaConf.to_container(compose("task=quadratic", "steps=5"), resolve=True)
+    cases = [({"lr_schedule": {"name": "cosine", "final_ratio": 1.0}}, "lr_schedule.name=cosine: allowed: constant"),
+             ({"steps": "many"}, "steps=many: must be an integer > 0"),
+             ({"opt": {**cfg["opt"], "nesterov": True}}, "opt.nesterov: unknown key in opt"),
+             ({"until": {"loss": "low"}}, "until.loss=low: must map metric names to numbers")]
+    for change, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            runner.run([Run({**cfg, **change}, tmp_path / "run")])
+    without_seed = {k: v for k, v in cfg.items() if k != "seed"}
+    with pytest.raises(ConfigError, match="seed: missing"):
+        runner.run([Run(without_seed, tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_task_keys_are_checked_when_the_task_is_built(samrepro_cli, tmp_path):
     result = samrepro_cli("task=single_neuron", "task.init=[1.0]", "hydra.run.dir=bad")
