@@ -21,7 +21,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.errors import HydraException
-from hydra_plugins.samrepro_launcher import BatchedLauncher, BatchedSweeper
+from hydra_plugins.samrepro_launcher import (
+    BatchedJoblibLauncher,
+    BatchedLauncher,
+    BatchedSubmititLauncher,
+    BatchedSweeper,
+)
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from samrepro import runner
@@ -29,7 +34,7 @@ from samrepro.config import ConfigError, fail, require, validate
 
 log = logging.getLogger("samrepro")
 CONF_MODULE = "samrepro.conf"
-for plugin in (BatchedSweeper, BatchedLauncher):
+for plugin in (BatchedSweeper, BatchedLauncher, BatchedJoblibLauncher, BatchedSubmititLauncher):
     Plugins.instance().register(plugin)  # Hydra's own scan misses editable installs
 
 

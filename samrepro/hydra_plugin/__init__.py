@@ -14,10 +14,14 @@ costs ~0.1 s): each job's scalar overrides are then applied to that unresolved c
 resolved, so each job's config is the one Hydra composes for it (``${lr}`` interpolations included).
 Each job gets the run folder and the ``.hydra/`` record (config.yaml, hydra.yaml, overrides.yaml) that
 Hydra's own launcher would write, and :func:`samrepro.runner.run` runs them all, batched.
+
+Its joblib and submitit variants (``hydra/launcher=local_parallel``, ``slurm``, ``batched_submitit_local``)
+split those runs into chunks (:func:`chunk`) and run each chunk batched in a worker process or job.
 """
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import logging
@@ -27,6 +31,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 
 import yaml
 from hydra.core.hydra_config import HydraConfig
@@ -197,10 +202,133 @@ class BatchedLauncher(Launcher):
         finally:
             HydraConfig.instance().cfg = saved
         try:
-            summaries = runner.run(runs)
+            summaries = self.execute(runs)
         except ConfigError as err:
             fail(str(err))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return [JobReturn(overrides=list(o), working_dir=os.getcwd(), task_name=self.config.hydra.job.name,
                           status=JobStatus.COMPLETED, _return_value={**s, "run_dir": str(r.dir)})
                 for o, r, s in zip(job_overrides, runs, summaries)]
+
+    def execute(self, runs: list[runner.Run]) -> list[dict]:
+        """The runs' summaries, in order: all of them in this process, batched."""
+        return runner.run(runs)
+
+
+def chunk(runs: Sequence[runner.Run], n: int) -> list[list[int]]:
+    """The runs split into at most ``n`` chunks (job indices, each chunk in job order) that compute about as
+    many configurations each: the runs of one GD computation (:func:`samrepro.runner.gd_key`) stay together;
+    the batch groups (:func:`samrepro.runner.batch_key`), largest first, are laid end to end and cut into
+    ``n`` equal parts, so that at most n − 1 of them are split."""
+    units: dict[str | int, list[int]] = {}  # a computed configuration (a GD one, or one run) → its runs
+    for i, r in enumerate(runs):
+        units.setdefault(runner.gd_key(r.config) or i, []).append(i)
+    groups: dict[str, list[list[int]]] = defaultdict(list)
+    for unit in units.values():
+        groups[runner.batch_key(runs[unit[0]].config)].append(unit)
+    laid = [unit for group in sorted(groups.values(), key=len, reverse=True) for unit in group]  # stable sort
+    n = max(1, min(n, len(laid)))
+    chunks: list[list[int]] = [[] for _ in range(n)]
+    for j, unit in enumerate(laid):
+        chunks[j * n // len(laid)].extend(unit)
+    return [sorted(c) for c in chunks]
+
+
+def _run_chunk(runs: list[runner.Run], threads: int | None, cwd: str) -> list[dict] | str:
+    """:func:`samrepro.runner.run` in a worker, from the sweep's working folder (the run folders may be
+    relative; a reused worker may have started elsewhere); a ConfigError comes back as its message."""
+    os.chdir(cwd)
+    try:
+        return runner.run(runs, threads=threads)
+    except ConfigError as err:
+        return str(err)
+
+
+def _gather(size: int, chunks: list[list[int]], results: Sequence[list[dict] | str]) -> list[dict]:
+    """The chunks' summaries in job order; a chunk's ConfigError raised again here."""
+    summaries: list[dict] = [{}] * size
+    for members, result in zip(chunks, results, strict=True):
+        if isinstance(result, str):
+            raise ConfigError(result)
+        for i, summary in zip(members, result, strict=True):
+            summaries[i] = summary
+    return summaries
+
+
+def _threads(config: DictConfig) -> int | None:
+    """Torch's threads for each chunk: the ``threads`` key, else the launcher's share of the cores."""
+    from samrepro.cli import thread_share  # not at the top: samrepro.cli imports this module
+
+    return thread_share(config.threads, config.hydra.launcher)
+
+
+def _library(name: str) -> ModuleType:
+    """An optional launcher library (pyproject's ``launchers`` extra), or a one-line error."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        fail(f"hydra/launcher: needs the {name} library: pip install -e '.[launchers]'")
+
+
+class BatchedJoblibLauncher(BatchedLauncher):
+    """The sweep in ``n_jobs`` worker processes (joblib; -1: one per core), one chunk of runs each
+    (:func:`chunk`), batched. ``parallel``: joblib.Parallel's other arguments (backend, prefer, …)."""
+
+    def __init__(self, n_jobs: int = -1, **parallel: object) -> None:
+        super().__init__()
+        self.n_jobs, self.parallel = n_jobs, parallel
+
+    def execute(self, runs: list[runner.Run]) -> list[dict]:
+        joblib = _library("joblib")
+        try:
+            pool = joblib.Parallel(n_jobs=self.n_jobs, **self.parallel)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"hydra.launcher: {err}") from err
+        chunks = chunk(runs, joblib.effective_n_jobs(self.n_jobs))
+        threads = _threads(self.config)
+        log.info(f"{len(chunks)} processes, {threads} torch threads each, of "
+                 f"{', '.join(str(len(c)) for c in chunks)} runs")
+        results = pool(joblib.delayed(_run_chunk)([runs[i] for i in c], threads, os.getcwd()) for c in chunks)
+        return _gather(len(runs), chunks, results)
+
+
+class BatchedSubmititLauncher(BatchedLauncher):
+    """The sweep as submitit jobs (a Slurm job array, or local processes): one chunk of runs each
+    (:func:`chunk`), batched. ``chunks``: at most this many jobs, more where ``max_runs_per_chunk`` asks;
+    ``cluster``: slurm, local or debug (in this process); ``params``: submitit's (timeout_min, cpus_per_task,
+    …), Slurm's without their ``slurm_`` prefix (partition, array_parallelism, …)."""
+
+    GENERIC = ("name", "timeout_min", "mem_gb", "nodes", "cpus_per_task", "gpus_per_node", "tasks_per_node",
+               "stderr_to_stdout")  # submitit's parameters for any cluster
+
+    def __init__(self, cluster: str = "slurm", submitit_folder: str = ".submitit/%j", chunks: int = 64,
+                 max_runs_per_chunk: int | None = None, **params: object) -> None:
+        super().__init__()
+        self.cluster, self.folder, self.chunks, self.max_runs_per_chunk = (
+            cluster, submitit_folder, chunks, max_runs_per_chunk)
+        self.params = {k if k in self.GENERIC else f"slurm_{k}": OmegaConf.to_container(v, resolve=True)
+                       if OmegaConf.is_config(v) else v for k, v in params.items()}
+
+    def execute(self, runs: list[runner.Run]) -> list[dict]:
+        submitit = _library("submitit")
+        if self.cluster not in ("slurm", "local", "debug"):
+            raise ConfigError(f"hydra.launcher.cluster={self.cluster}: unknown; allowed: slurm, local, debug")
+        try:
+            executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster)  # Slurm's: needs srun
+            executor.update_parameters(**self.params)
+        except (RuntimeError, NameError, AssertionError) as err:  # submitit's checks of the cluster and parameters
+            raise ConfigError(f"hydra.launcher: {str(err).splitlines()[0]}") from err
+        n = self.chunks
+        if self.max_runs_per_chunk:
+            n = max(n, -(-len(runs) // self.max_runs_per_chunk))
+        chunks = chunk(runs, n)
+        threads = _threads(self.config)
+        jobs = executor.map_array(_run_chunk, [[runs[i] for i in c] for c in chunks], [threads] * len(chunks),
+                                  [os.getcwd()] * len(chunks))
+        log.info(f"{len(jobs)} submitit jobs ({self.cluster}), {threads or 'default'} torch threads each, of "
+                 f"{', '.join(str(len(c)) for c in chunks)} runs: {self.folder}")
+        failed = [job for job in jobs if job.exception() is not None]  # waits for every job
+        if failed:
+            fail(f"{len(failed)} of {len(jobs)} submitit jobs failed (first: {failed[0].job_id}, log "
+                 f"{failed[0].paths.stderr}); the same command again runs what is not finished")
+        return _gather(len(runs), chunks, [job.result() for job in jobs])

@@ -1,0 +1,139 @@
+"""The batched joblib and submitit launchers: the same run folders as the default launcher, chunked."""
+
+import itertools
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra_plugins.samrepro_launcher import chunk
+
+from samrepro import runner
+from samrepro.cli import multirun
+from samrepro.records import read_summary
+
+SWEEP = ["task=quadratic", "opt=gd,sam,usam", "lr=0.1,0.3", "rho=0,0.1", "steps=20", "progress=false", "name=cmp"]
+LAUNCHER_RECORD = [("launcher",), ("runtime", "choices", "hydra/launcher"), ("overrides", "hydra")]
+
+
+def hydra_yaml_without_launcher(path):
+    """hydra.yaml but for the lines that name the launcher (its config, its choice, its override)."""
+    record = yaml.safe_load(path.read_text())["hydra"]
+    for *keys, last in LAUNCHER_RECORD:
+        node = record
+        for key in keys:
+            node = node[key]
+        del node[last]
+    return record
+
+
+def folder_contents(root):
+    """Every run folder's files: metrics.csv and .hydra/*.yaml byte for byte, hydra.yaml without the
+    launcher's record, summary.json without its wall time."""
+    runs = {}
+    for summary in sorted(root.glob("*/summary.json")):
+        run_dir = summary.parent
+        runs[run_dir.name] = {
+            "metrics": (run_dir / "metrics.csv").read_bytes(),
+            "config": (run_dir / ".hydra" / "config.yaml").read_bytes(),
+            "overrides": (run_dir / ".hydra" / "overrides.yaml").read_bytes(),
+            "hydra": hydra_yaml_without_launcher(run_dir / ".hydra" / "hydra.yaml"),
+            "summary": {k: v for k, v in read_summary(run_dir).items() if k != "wall_seconds"},
+        }
+    return runs
+
+
+@pytest.fixture
+def reference(tmp_path, monkeypatch):
+    """The sweep's folders under the default (in-process) batched launcher, moved to ref/."""
+    monkeypatch.chdir(tmp_path)
+    multirun(SWEEP)
+    (tmp_path / "runs").rename(tmp_path / "ref")
+    return folder_contents(tmp_path / "ref" / "cmp")
+
+
+@pytest.mark.parametrize("launcher", [
+    pytest.param(["hydra/launcher=local_parallel"], marks=pytest.mark.slow, id="joblib"),
+    pytest.param(["hydra/launcher=batched_submitit_local"], marks=pytest.mark.slow, id="submitit-local"),
+    pytest.param(["hydra/launcher=batched_submitit_local", "hydra.launcher.cluster=debug"], id="submitit-debug"),
+])
+def test_batched_launchers_write_the_default_launchers_run_folders(launcher, reference, tmp_path):
+    dirs = multirun([*SWEEP, *launcher])
+    assert [d.parent for d in dirs] == [Path("runs/cmp")] * 12  # in job order
+    assert [d.name for d in dirs] == [f"lr={lr},opt={opt},rho={rho},steps=20,task=quadratic" for opt, lr, rho
+                                      in itertools.product(["gd", "sam", "usam"], [0.1, 0.3], [0, 0.1])]
+    contents = folder_contents(tmp_path / "runs" / "cmp")
+    assert len(contents) == 12 and contents.keys() == reference.keys()
+    for name, files in contents.items():
+        assert files == reference[name], name
+    assert {files["summary"]["status"] for files in contents.values()} == {"completed"}
+
+
+@pytest.mark.slow
+def test_a_diverging_run_in_a_chunk_is_recorded_and_the_sweep_completes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dirs = multirun(["hydra/launcher=local_parallel", "task=quadratic", "opt=gd,usam", "lr=0.1,5", "rho=0.5",
+                     "steps=50", "progress=false", "name=div"])
+    summaries = [read_summary(d) for d in dirs]
+    assert [(s["opt"], s["lr"], s["status"]) for s in summaries] == [
+        ("gd", 0.1, "completed"), ("gd", 5, "diverged"), ("usam", 0.1, "completed"), ("usam", 5, "diverged")]
+    assert [s["steps_done"] < 50 for s in summaries] == [False, True, False, True]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("hydra.launcher.cluster=foo", "hydra.launcher.cluster=foo: unknown; allowed: slurm, local, debug"),
+    ("hydra.launcher.timeout_min=soon", 'hydra.launcher: Parameter "timeout_min" expected type'),
+])
+def test_bad_launcher_settings_end_with_one_line_before_any_run(override, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        multirun(["hydra/launcher=batched_submitit_local", override, "task=quadratic", "steps=5", "name=bad"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith(f"samrepro: error: {message}") and err.count("\n") == 1
+    assert not list((tmp_path / "runs" / "bad").glob("*/*"))
+
+
+def grid(steps=((10, ("gd", "sam", "usam")), (20, ("sam",))), rhos=(0.0, 0.1, 0.2)):
+    """Runs of one batch group per steps value (its opts × 2 lr × rhos, in job order with steps innermost) and
+    one gd_ascent run (a batch of its own)."""
+    base = {"task": {"name": "quadratic"}, "seed": 0}
+    configs = [{**base, "opt": {"name": opt, "momentum": 0.0}, "steps": n, "lr": lr, "rho": rho}
+               for lr, rho in itertools.product([0.1, 0.2], rhos) for n, opts in steps for opt in opts]
+    configs.append({**base, "opt": {"name": "gd_ascent", "momentum": 0.0}, "steps": 10, "lr": 0.1, "rho": 0.1})
+    return [runner.Run(c, f"runs/{i}") for i, c in enumerate(configs)]
+
+
+def computed(runs, members):
+    """The configurations a chunk computes (the runs of one GD computation count once)."""
+    return len({runner.gd_key(runs[i].config) or i for i in members})
+
+
+def groups_by(key, runs, where):
+    """key → the chunks that hold its runs."""
+    found = {}
+    for i, r in enumerate(runs):
+        if key(r.config) is not None:
+            found.setdefault(key(r.config), set()).add(where[i])
+    return found
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 100])
+def test_chunks_cover_every_run_once_keep_gd_and_batch_groups_together_and_balance(n):
+    runs = grid()  # 10 computed configurations with steps=10, 6 with steps=20, 1 gd_ascent
+    chunks = chunk(runs, n)
+    assert chunks == chunk(runs, n)  # deterministic
+    assert len(chunks) == min(n, 17)
+    assert sorted(i for c in chunks for i in c) == list(range(len(runs)))
+    assert all(c == sorted(c) for c in chunks)
+    where = {i: k for k, c in enumerate(chunks) for i in c}
+    assert all(len(ks) == 1 for ks in groups_by(runner.gd_key, runs, where).values())  # never split
+    batches = groups_by(runner.batch_key, runs, where)
+    assert len(batches) == 3 and sum(len(ks) - 1 for ks in batches.values()) <= len(chunks) - 1
+    sizes = [computed(runs, c) for c in chunks]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_chunks_follow_batch_groups_where_the_sizes_allow():
+    runs = grid(steps=((10, ("sam",)), (20, ("sam",)), (30, ("usam",))), rhos=(0.1, 0.2))[:-1]  # 3 × 4 runs
+    chunks = chunk(runs, 3)
+    assert [sorted({runs[i].config["steps"] for i in c}) for c in chunks] == [[10], [20], [30]]
+    assert chunks[0] == [0, 3, 6, 9]
