@@ -38,21 +38,6 @@ for plugin in (BatchedSweeper, BatchedLauncher, BatchedJoblibLauncher, BatchedSu
     Plugins.instance().register(plugin)  # Hydra's own scan misses editable installs
 
 
-def thread_share(threads: int | None, launcher: DictConfig) -> int | None:
-    """Torch CPU threads for one job, so that parallel jobs do not oversubscribe the cores: the
-    ``threads`` key if set, else the launcher's share (joblib: cores // n_jobs; submitit or Slurm:
-    cpus_per_task), else None (torch's default: all cores, right for one job at a time)."""
-    if threads:
-        return int(threads)
-    target = str(launcher.get("_target_", ""))
-    if "Joblib" in target:
-        n_jobs = launcher.get("n_jobs") or -1
-        cores = os.cpu_count() or 1
-        return max(1, cores // (cores if n_jobs < 0 else n_jobs))
-    cpus = launcher.get("cpus_per_task") or os.environ.get("SLURM_CPUS_PER_TASK")
-    return int(cpus) if cpus else None
-
-
 def hydra_record(cfg: DictConfig) -> dict:
     """The ``.hydra/`` record Hydra's own ``run_job`` writes (it is off in conf/config.yaml, so that
     samrepro writes it only into a folder it has checked)."""
@@ -74,7 +59,7 @@ def run(cfg: DictConfig) -> dict:
             summary = runner.run_stage(cfg, run_dir, hydra_record(cfg))
         else:
             job = runner.Run(OmegaConf.to_container(cfg, resolve=True), run_dir, hydra_record(cfg))
-            summary = runner.run([job], threads=thread_share(cfg.threads, hydra_cfg.launcher))[0]
+            summary = runner.run([job], threads=runner.thread_share(cfg.threads, hydra_cfg.launcher))[0]
     except ConfigError as err:
         fail(str(err))
     final = ", ".join(f"{k}={v:.6g}" for k, v in summary["final"].items())

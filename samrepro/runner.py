@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -93,11 +94,38 @@ def gd_key(config: Mapping) -> str | None:
     return fingerprint({**config, "opt": {**config["opt"], "name": "gd"}, "rho": 0.0})
 
 
+def thread_share(threads: int | None, launcher: DictConfig) -> int | None:
+    """Torch CPU threads for one job, so that parallel jobs do not oversubscribe the cores: the
+    ``threads`` key if set, else the launcher's share (joblib: cores // n_jobs; submitit or Slurm:
+    cpus_per_task), else None (torch's default: all cores, right for one job at a time)."""
+    if threads:
+        return int(threads)
+    target = str(launcher.get("_target_", ""))
+    if "Joblib" in target:
+        n_jobs = launcher.get("n_jobs") or -1
+        cores = os.cpu_count() or 1
+        return max(1, cores // (cores if n_jobs < 0 else n_jobs))
+    cpus = launcher.get("cpus_per_task") or os.environ.get("SLURM_CPUS_PER_TASK")
+    return int(cpus) if cpus else None
+
+
+def check(runs: Sequence[Run]) -> list[str]:
+    """What :func:`run` checks before it writes anything: raises ConfigError for a folder it may not use or
+    a config that is not valid; returns each run's claim (``new``, ``done`` or ``resume``)."""
+    states = [claim(r.dir, r.config) for r in runs]
+    todo = [r for r, s in zip(runs, states) if s != "done"]
+    for config in {batch_key(r.config): r.config for r in todo}.values():
+        validate(OmegaConf.create(config))
+    for r in todo:
+        validate_run(**r.values)
+    return states
+
+
 def run(runs: Sequence[Run], threads: int | None = None) -> list[dict]:
     """Runs what is not finished yet; returns every run's summary, in order. Raises ConfigError (before
-    writing anything) for a folder it may not use, or a config that is not valid. ``threads``: torch's
-    CPU threads (None: each config's ``threads`` key, else torch's default)."""
-    states = [claim(r.dir, r.config) for r in runs]
+    writing anything: :func:`check`) for a folder it may not use, or a config that is not valid.
+    ``threads``: torch's CPU threads (None: each config's ``threads`` key, else torch's default)."""
+    states = check(runs)
     summaries: list[dict | None] = [read_summary(r.dir) if s == "done" else None for r, s in zip(runs, states)]
     skipped = [r.dir for r, s in zip(runs, states) if s == "done"]
     if skipped:
@@ -116,10 +144,6 @@ def run(runs: Sequence[Run], threads: int | None = None) -> list[dict]:
         if summaries[i] is None and i not in copies:
             groups[batch_key(r.config)].append(i)
     bases = {key: OmegaConf.create(runs[members[0]].config) for key, members in groups.items()}
-    for key, members in groups.items():  # every group is valid before anything runs
-        validate(bases[key])
-        for i in members:
-            validate_run(**runs[i].values)
     for key, members in groups.items():
         for start in range(0, len(members), MAX_BATCH):
             chunk = members[start:start + MAX_BATCH]

@@ -92,6 +92,20 @@ def test_bad_launcher_settings_end_with_one_line_before_any_run(override, messag
     assert not list((tmp_path / "runs" / "bad").glob("*/*"))
 
 
+def test_a_bad_run_folder_in_any_chunk_stops_the_sweep_before_any_chunk_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    taken = tmp_path / "runs" / "clash" / "lr=0.3,opt=usam,steps=5,task=quadratic"  # the last job's folder
+    taken.mkdir(parents=True)
+    (taken / "notes.txt").write_text("a user's own file")
+    with pytest.raises(SystemExit) as exit_:
+        multirun(["hydra/launcher=batched_submitit_local", "hydra.launcher.cluster=debug", "hydra.launcher.chunks=3",
+                  "task=quadratic", "opt=gd,sam,usam", "lr=0.1,0.3", "steps=5", "progress=false", "name=clash"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "holds files samrepro did not write (notes.txt)" in err and err.count("\n") == 1
+    assert not list((tmp_path / "runs" / "clash").glob("*/summary.json"))
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"]
+
+
 def grid(steps=((10, ("gd", "sam", "usam")), (20, ("sam",))), rhos=(0.0, 0.1, 0.2)):
     """Runs of one batch group per steps value (its opts × 2 lr × rhos, in job order with steps innermost) and
     one gd_ascent run (a batch of its own)."""

@@ -10,8 +10,8 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-from samrepro.cli import thread_share
 from samrepro.records import collect_main, read_summary, run_folders
+from samrepro.runner import thread_share
 
 SWEEP = ["-m", "hydra/launcher=basic", "task=single_neuron", "opt=gd,sam,usam", "lr=0.1,0.2", "steps=3000",
          "log_every=100", "progress=false", "name=kill"]  # one job at a time, so that a kill falls between jobs

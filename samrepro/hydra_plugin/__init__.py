@@ -244,24 +244,6 @@ def _run_chunk(runs: list[runner.Run], threads: int | None, cwd: str) -> list[di
         return str(err)
 
 
-def _gather(size: int, chunks: list[list[int]], results: Sequence[list[dict] | str]) -> list[dict]:
-    """The chunks' summaries in job order; a chunk's ConfigError raised again here."""
-    summaries: list[dict] = [{}] * size
-    for members, result in zip(chunks, results, strict=True):
-        if isinstance(result, str):
-            raise ConfigError(result)
-        for i, summary in zip(members, result, strict=True):
-            summaries[i] = summary
-    return summaries
-
-
-def _threads(config: DictConfig) -> int | None:
-    """Torch's threads for each chunk: the ``threads`` key, else the launcher's share of the cores."""
-    from samrepro.cli import thread_share  # not at the top: samrepro.cli imports this module
-
-    return thread_share(config.threads, config.hydra.launcher)
-
-
 def _library(name: str) -> ModuleType:
     """An optional launcher library (pyproject's ``launchers`` extra), or a one-line error."""
     try:
@@ -270,7 +252,33 @@ def _library(name: str) -> ModuleType:
         fail(f"hydra/launcher: needs the {name} library: pip install -e '.[launchers]'")
 
 
-class BatchedJoblibLauncher(BatchedLauncher):
+class _ChunkedLauncher(BatchedLauncher):
+    """Runs the sweep's runs in chunks (:func:`chunk`) elsewhere — worker processes, jobs — each batched."""
+
+    def n_chunks(self, n_runs: int) -> int:
+        raise NotImplementedError
+
+    def map(self, chunks: list[list[runner.Run]], threads: int | None) -> list[list[dict] | str]:
+        """Each chunk's :func:`_run_chunk`, in order."""
+        raise NotImplementedError
+
+    def execute(self, runs: list[runner.Run]) -> list[dict]:
+        runner.check(runs)  # a bad config or folder ends the sweep here, before any chunk has written a file
+        chunks = chunk(runs, self.n_chunks(len(runs)))
+        threads = runner.thread_share(self.config.threads, self.config.hydra.launcher)
+        results = self.map([[runs[i] for i in c] for c in chunks], threads)
+        log.info(f"{len(chunks)} chunks of {', '.join(str(len(c)) for c in chunks)} runs, "
+                 f"{threads or 'default'} torch threads each")
+        summaries: list[dict] = [{}] * len(runs)
+        for members, result in zip(chunks, results, strict=True):
+            if isinstance(result, str):  # a chunk's ConfigError
+                raise ConfigError(result)
+            for i, summary in zip(members, result, strict=True):
+                summaries[i] = summary
+        return summaries
+
+
+class BatchedJoblibLauncher(_ChunkedLauncher):
     """The sweep in ``n_jobs`` worker processes (joblib; -1: one per core), one chunk of runs each
     (:func:`chunk`), batched. ``parallel``: joblib.Parallel's other arguments (backend, prefer, …)."""
 
@@ -278,21 +286,19 @@ class BatchedJoblibLauncher(BatchedLauncher):
         super().__init__()
         self.n_jobs, self.parallel = n_jobs, parallel
 
-    def execute(self, runs: list[runner.Run]) -> list[dict]:
+    def n_chunks(self, n_runs: int) -> int:
+        return _library("joblib").effective_n_jobs(self.n_jobs)
+
+    def map(self, chunks: list[list[runner.Run]], threads: int | None) -> list[list[dict] | str]:
         joblib = _library("joblib")
         try:
             pool = joblib.Parallel(n_jobs=self.n_jobs, **self.parallel)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"hydra.launcher: {err}") from err
-        chunks = chunk(runs, joblib.effective_n_jobs(self.n_jobs))
-        threads = _threads(self.config)
-        log.info(f"{len(chunks)} processes, {threads} torch threads each, of "
-                 f"{', '.join(str(len(c)) for c in chunks)} runs")
-        results = pool(joblib.delayed(_run_chunk)([runs[i] for i in c], threads, os.getcwd()) for c in chunks)
-        return _gather(len(runs), chunks, results)
+        return pool(joblib.delayed(_run_chunk)(runs, threads, os.getcwd()) for runs in chunks)
 
 
-class BatchedSubmititLauncher(BatchedLauncher):
+class BatchedSubmititLauncher(_ChunkedLauncher):
     """The sweep as submitit jobs (a Slurm job array, or local processes): one chunk of runs each
     (:func:`chunk`), batched. ``chunks``: at most this many jobs, more where ``max_runs_per_chunk`` asks;
     ``cluster``: slurm, local or debug (in this process); ``params``: submitit's (timeout_min, cpus_per_task,
@@ -309,7 +315,10 @@ class BatchedSubmititLauncher(BatchedLauncher):
         self.params = {k if k in self.GENERIC else f"slurm_{k}": OmegaConf.to_container(v, resolve=True)
                        if OmegaConf.is_config(v) else v for k, v in params.items()}
 
-    def execute(self, runs: list[runner.Run]) -> list[dict]:
+    def n_chunks(self, n_runs: int) -> int:
+        return max(self.chunks, -(-n_runs // self.max_runs_per_chunk)) if self.max_runs_per_chunk else self.chunks
+
+    def map(self, chunks: list[list[runner.Run]], threads: int | None) -> list[list[dict] | str]:
         submitit = _library("submitit")
         if self.cluster not in ("slurm", "local", "debug"):
             raise ConfigError(f"hydra.launcher.cluster={self.cluster}: unknown; allowed: slurm, local, debug")
@@ -318,17 +327,10 @@ class BatchedSubmititLauncher(BatchedLauncher):
             executor.update_parameters(**self.params)
         except (RuntimeError, NameError, AssertionError) as err:  # submitit's checks of the cluster and parameters
             raise ConfigError(f"hydra.launcher: {str(err).splitlines()[0]}") from err
-        n = self.chunks
-        if self.max_runs_per_chunk:
-            n = max(n, -(-len(runs) // self.max_runs_per_chunk))
-        chunks = chunk(runs, n)
-        threads = _threads(self.config)
-        jobs = executor.map_array(_run_chunk, [[runs[i] for i in c] for c in chunks], [threads] * len(chunks),
-                                  [os.getcwd()] * len(chunks))
-        log.info(f"{len(jobs)} submitit jobs ({self.cluster}), {threads or 'default'} torch threads each, of "
-                 f"{', '.join(str(len(c)) for c in chunks)} runs: {self.folder}")
+        jobs = executor.map_array(_run_chunk, chunks, [threads] * len(chunks), [os.getcwd()] * len(chunks))
+        log.info(f"{len(jobs)} submitit jobs ({self.cluster}): {self.folder}")
         failed = [job for job in jobs if job.exception() is not None]  # waits for every job
         if failed:
             fail(f"{len(failed)} of {len(jobs)} submitit jobs failed (first: {failed[0].job_id}, log "
                  f"{failed[0].paths.stderr}); the same command again runs what is not finished")
-        return _gather(len(runs), chunks, [job.result() for job in jobs])
+        return [job.result() for job in jobs]
