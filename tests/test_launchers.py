@@ -79,14 +79,20 @@ def test_a_diverging_run_in_a_chunk_is_recorded_and_the_sweep_completes(tmp_path
     assert [s["steps_done"] < 50 for s in summaries] == [False, True, False, True]
 
 
-@pytest.mark.parametrize("override, message", [
-    ("hydra.launcher.cluster=foo", "hydra.launcher.cluster=foo: unknown; allowed: slurm, local, debug"),
-    ("hydra.launcher.timeout_min=soon", 'hydra.launcher: Parameter "timeout_min" expected type'),
+@pytest.mark.parametrize("launcher, override, message", [
+    ("batched_submitit_local", "hydra.launcher.cluster=foo",
+     "hydra.launcher.cluster=foo: unknown; allowed: slurm, local, debug"),
+    ("batched_submitit_local", "hydra.launcher.timeout_min=soon", 'hydra.launcher: Parameter "timeout_min" expected'),
+    ("batched_submitit_local", "hydra.launcher.chunks=zero", "hydra.launcher.chunks=zero: must be an integer > 0"),
+    ("slurm", "hydra.launcher.max_runs_per_chunk=0", "hydra.launcher.max_runs_per_chunk=0: must be null or"),
+    ("local_parallel", "hydra.launcher.n_jobs=abc", "hydra.launcher.n_jobs=abc: must be a nonzero integer"),
+    ("local_parallel", "+hydra.launcher.bakcend=loky", "hydra.launcher.bakcend=loky: unknown; joblib.Parallel takes"),
 ])
-def test_bad_launcher_settings_end_with_one_line_before_any_run(override, message, tmp_path, monkeypatch, capsys):
+def test_bad_launcher_settings_end_with_one_line_before_any_run(launcher, override, message, tmp_path, monkeypatch,
+                                                                capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_:
-        multirun(["hydra/launcher=batched_submitit_local", override, "task=quadratic", "steps=5", "name=bad"])
+        multirun([f"hydra/launcher={launcher}", override, "task=quadratic", "steps=5", "name=bad"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.startswith(f"samrepro: error: {message}") and err.count("\n") == 1
     assert not list((tmp_path / "runs" / "bad").glob("*/*"))

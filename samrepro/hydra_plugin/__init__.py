@@ -22,6 +22,7 @@ split those runs into chunks (:func:`chunk`) and run each chunk batched in a wor
 from __future__ import annotations
 
 import importlib
+import inspect
 import itertools
 import json
 import logging
@@ -44,7 +45,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from samrepro import runner
-from samrepro.config import ConfigError, fail
+from samrepro.config import ConfigError, fail, is_int
 from samrepro.records import YamlDumper
 
 log = logging.getLogger(__name__)
@@ -252,6 +253,12 @@ def _library(name: str) -> ModuleType:
         fail(f"hydra/launcher: needs the {name} library: pip install -e '.[launchers]'")
 
 
+def _check_setting(ok: bool, key: str, value: object, allowed: str) -> None:
+    """A launcher setting, checked when Hydra builds the launcher (before the sweep makes any folder)."""
+    if not ok:
+        fail(f"hydra.launcher.{key}={value}: {allowed}")
+
+
 class _ChunkedLauncher(BatchedLauncher):
     """Runs the sweep's runs in chunks (:func:`chunk`) elsewhere — worker processes, jobs — each batched."""
 
@@ -284,6 +291,10 @@ class BatchedJoblibLauncher(_ChunkedLauncher):
 
     def __init__(self, n_jobs: int = -1, **parallel: object) -> None:
         super().__init__()
+        _check_setting(is_int(n_jobs) and n_jobs != 0, "n_jobs", n_jobs, "must be a nonzero integer (-1: one per core)")
+        known = inspect.signature(_library("joblib").Parallel).parameters
+        for key, value in parallel.items():
+            _check_setting(key in known, key, value, f"unknown; joblib.Parallel takes {', '.join(known)}")
         self.n_jobs, self.parallel = n_jobs, parallel
 
     def n_chunks(self, n_runs: int) -> int:
@@ -310,6 +321,9 @@ class BatchedSubmititLauncher(_ChunkedLauncher):
     def __init__(self, cluster: str = "slurm", submitit_folder: str = ".submitit/%j", chunks: int = 64,
                  max_runs_per_chunk: int | None = None, **params: object) -> None:
         super().__init__()
+        _check_setting(is_int(chunks) and chunks > 0, "chunks", chunks, "must be an integer > 0")
+        _check_setting(max_runs_per_chunk is None or (is_int(max_runs_per_chunk) and max_runs_per_chunk > 0),
+                       "max_runs_per_chunk", max_runs_per_chunk, "must be null or an integer > 0")
         self.cluster, self.folder, self.chunks, self.max_runs_per_chunk = (
             cluster, submitit_folder, chunks, max_runs_per_chunk)
         self.params = {k if k in self.GENERIC else f"slurm_{k}": OmegaConf.to_container(v, resolve=True)
