@@ -154,7 +154,8 @@ def validate(cfg: DictConfig) -> None:
     if missing:
         raise ConfigError(f"{', '.join(sorted(missing))}: missing; every run sets it (conf/config.yaml)")
     for key, (test, allowed) in RULES_OF_KEYS.items():
-        require(test is None or test(OmegaConf.select(typed, key)), key, OmegaConf.select(cfg, key), allowed)
+        if test is not None and not test(OmegaConf.select(typed, key)):
+            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)}: {allowed}")
     resolve_device(cfg.device)
 
 

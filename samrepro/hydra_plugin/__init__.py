@@ -292,21 +292,21 @@ class BatchedJoblibLauncher(_ChunkedLauncher):
     def __init__(self, n_jobs: int = -1, **parallel: object) -> None:
         super().__init__()
         _check_setting(is_int(n_jobs) and n_jobs != 0, "n_jobs", n_jobs, "must be a nonzero integer (-1: one per core)")
-        known = inspect.signature(_library("joblib").Parallel).parameters
+        self.joblib = _library("joblib")
+        known = inspect.signature(self.joblib.Parallel).parameters
         for key, value in parallel.items():
             _check_setting(key in known, key, value, f"unknown; joblib.Parallel takes {', '.join(known)}")
         self.n_jobs, self.parallel = n_jobs, parallel
 
     def n_chunks(self, n_runs: int) -> int:
-        return _library("joblib").effective_n_jobs(self.n_jobs)
+        return self.joblib.effective_n_jobs(self.n_jobs)
 
     def map(self, chunks: list[list[runner.Run]], threads: int | None) -> list[list[dict] | str]:
-        joblib = _library("joblib")
         try:
-            pool = joblib.Parallel(n_jobs=self.n_jobs, **self.parallel)
+            pool = self.joblib.Parallel(n_jobs=self.n_jobs, **self.parallel)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"hydra.launcher: {err}") from err
-        return pool(joblib.delayed(_run_chunk)(runs, threads, os.getcwd()) for runs in chunks)
+        return pool(self.joblib.delayed(_run_chunk)(runs, threads, os.getcwd()) for runs in chunks)
 
 
 class BatchedSubmititLauncher(_ChunkedLauncher):
