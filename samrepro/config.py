@@ -1,5 +1,6 @@
 """Validation of a composed run config: one clear line per mistake, before anything is written; and the
-run folder's name (``run_dirname``, a resolver of conf/config.yaml)."""
+run folder's name (``run_dirname``, a resolver of conf/config.yaml). Imports no torch, so that
+``--help``, ``--cfg`` and every config error answer at once."""
 
 from __future__ import annotations
 
@@ -9,12 +10,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, NoReturn
 
-import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from samrepro.optim import RULES
-
+OPT_RULES = ("gd", "sam", "usam", "gd_ascent")  # the update rules of samrepro.optim
 LR_SCHEDULES = ("constant", "geometric", "multistep")  # implemented by samrepro.train.lr_schedule
 
 
@@ -57,7 +56,7 @@ def is_number(v: object) -> bool:
 # ------------------------------------------------------------------------------------------------ schema
 # The types and allowed names of the keys every run has (conf/config.yaml, conf/opt/): OmegaConf checks a
 # config against them; the values and their comments live in the YAML files only.
-OptName = Enum("OptName", {name: name for name in RULES})
+OptName = Enum("OptName", {name: name for name in OPT_RULES})
 LrScheduleName = Enum("LrScheduleName", {name: name for name in LR_SCHEDULES})
 DeviceName = Enum("DeviceName", {name: name for name in ("auto", "cpu", "cuda")})
 
@@ -89,6 +88,7 @@ class RunSchema:
     log_every: int = MISSING
     loss_ceiling: float = MISSING
     progress: bool = MISSING
+    objective: str | None = MISSING
     threads: int | None = MISSING
     name: str = MISSING
     until: dict[str, float] = MISSING
@@ -120,6 +120,7 @@ RULES_OF_KEYS = {  # key: (test of its typed value, or None: its type says all; 
     "opt.momentum": (lambda v: 0 <= v < 1, "must be a number in [0, 1)"),
     "opt.weight_decay": (lambda v: v >= 0, "must be a number >= 0"),
     "opt.eps": (lambda v: v > 0, "must be a number > 0"),
+    "objective": (lambda v: v is None or v.startswith("final."), "must be null or final.<metric>, e.g. final.loss"),
     "until": (None, "must map metric names to numbers, e.g. +until.train_acc=1.0"),
 }
 
@@ -136,7 +137,7 @@ def _schema_error(err: OmegaConfBaseException) -> ConfigError:
 
 def validate_run(opt: str, lr: float, rho: float, seed: int) -> None:
     """The keys in which the runs of one batch may differ (checked for each run: plain values, no schema)."""
-    require(opt in RULES, "opt", opt, f"unknown optimizer; allowed: {', '.join(RULES)}")
+    require(opt in OPT_RULES, "opt", opt, f"unknown optimizer; allowed: {', '.join(OPT_RULES)}")
     for key, value, is_type in (("lr", lr, is_number), ("rho", rho, is_number), ("seed", seed, is_int)):
         test, allowed = RULES_OF_KEYS[key]
         require(is_type(value) and (test is None or test(value)), key, value, allowed)
@@ -145,9 +146,14 @@ def validate_run(opt: str, lr: float, rho: float, seed: int) -> None:
 def validate(cfg: DictConfig) -> None:
     """Checks the keys every run has (DESIGN §2): their types and names against :class:`RunSchema`, then
     their ranges; tasks check their own keys when built. Top-level keys of a user's own are let through."""
+    known = [k for k in cfg if k in RunSchema.__dataclass_fields__]  # a user's own top-level keys pass
     try:
-        known = [k for k in cfg if k in RunSchema.__dataclass_fields__]  # a user's own top-level keys pass
-        typed = OmegaConf.merge(OmegaConf.structured(RunSchema), OmegaConf.masked_copy(cfg, known))
+        values = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+                  for k in known}  # interpolations resolve against the whole config (a user's own keys too)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{err.full_key}: {str(err).splitlines()[0]}") from err
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(RunSchema), values)
     except OmegaConfBaseException as err:
         raise _schema_error(err) from err
     missing = OmegaConf.missing_keys(typed)
@@ -156,14 +162,3 @@ def validate(cfg: DictConfig) -> None:
     for key, (test, allowed) in RULES_OF_KEYS.items():
         if test is not None and not test(OmegaConf.select(typed, key)):
             raise ConfigError(f"{key}={OmegaConf.select(cfg, key)}: {allowed}")
-    resolve_device(cfg.device)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when present, else CPU; ``cpu`` / ``cuda`` force it."""
-    require(name in DeviceName.__members__, "device", name, _names(DeviceName))
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    require(name != "cuda" or torch.cuda.is_available(), "device", name,
-            "no CUDA GPU is available here; use device=cpu or auto")
-    return torch.device(name)

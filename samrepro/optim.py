@@ -24,7 +24,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
-RULES = ("gd", "sam", "usam", "gd_ascent")
+from samrepro.config import OPT_RULES as RULES
 
 LossFn = Callable[[Sequence[Tensor], bool], Tensor]
 """``loss_fn(params, perturbed)`` → losses (shape [C], or a scalar when unbatched). ``perturbed``

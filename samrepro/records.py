@@ -39,7 +39,7 @@ CONFIG, METRICS, SUMMARY = "config.yaml", "metrics.csv", "summary.json"
 CHECKPOINT, HYDRA_DIR = "checkpoint.pt", ".hydra"
 RUN_FILES = frozenset({CONFIG, METRICS, SUMMARY, CHECKPOINT, HYDRA_DIR})
 # Keys that cannot change a result: left out of the fingerprint (and of the folder name, conf/config.yaml).
-NON_RESULT_KEYS = frozenset({"progress", "threads", "name", "device", "task.data_root", "task.download",
+NON_RESULT_KEYS = frozenset({"progress", "threads", "name", "device", "objective", "task.data_root", "task.download",
                              "stage.save_to"})
 FLUSH_SECONDS = 30.0  # a running configuration rewrites its metrics.csv at most this often
 

@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from samrepro import tasks
-from samrepro.config import ConfigError, require, resolve_device, validate, validate_run
+from samrepro.config import ConfigError, DeviceName, require, validate, validate_run
 from samrepro.optim import SAM
 from samrepro.records import (
     CHECKPOINT,
@@ -109,6 +109,16 @@ def thread_share(threads: int | None, launcher: DictConfig) -> int | None:
     return int(cpus) if cpus else None
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when present, else CPU; ``cpu`` / ``cuda`` force it."""
+    require(name in DeviceName.__members__, "device", name, f"allowed: {', '.join(DeviceName.__members__)}")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    require(name != "cuda" or torch.cuda.is_available(), "device", name,
+            "no CUDA GPU is available here; use device=cpu or auto")
+    return torch.device(name)
+
+
 def check(runs: Sequence[Run]) -> list[str]:
     """What :func:`run` checks before it writes anything: raises ConfigError for a folder it may not use or
     a config that is not valid; returns each run's claim (``new``, ``done`` or ``resume``)."""
@@ -116,13 +126,15 @@ def check(runs: Sequence[Run]) -> list[str]:
     todo = [r for r, s in zip(runs, states) if s != "done"]
     for config in {batch_key(r.config): r.config for r in todo}.values():
         validate(OmegaConf.create(config))
+        resolve_device(config["device"])
     for r in todo:
         validate_run(**r.values)
     return states
 
 
 def run(runs: Sequence[Run], threads: int | None = None) -> list[dict]:
-    """Runs what is not finished yet; returns every run's summary, in order. Raises ConfigError (before
+    """Runs what is not finished yet; returns every run's summary, in order (``skipped: true`` added to
+    those finished before). Raises ConfigError (before
     writing anything: :func:`check`) for a folder it may not use, or a config that is not valid.
     ``threads``: torch's CPU threads (None: each config's ``threads`` key, else torch's default)."""
     states = check(runs)
@@ -152,7 +164,7 @@ def run(runs: Sequence[Run], threads: int | None = None) -> list[dict]:
                 summaries[i] = summary
     for i, j in copies.items():
         summaries[i] = copy_result(runs[j], runs[i], summaries[j])
-    return summaries
+    return [{**s, "skipped": True} if state == "done" else s for s, state in zip(summaries, states)]
 
 
 def copy_result(source: Run, target: Run, summary: dict) -> dict:
@@ -252,6 +264,7 @@ def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
         validate(phase)
         phase_dir = run_dir / name
         summary = run([Run(OmegaConf.to_container(phase, resolve=True), phase_dir)])[0]
+        summary.pop("skipped", None)
         if summary["status"] != "completed":
             raise ConfigError(f"stage.phases.{name}: {summary['status']} after {summary['steps_done']} steps "
                               f"({summary['final']}); its run folder {phase_dir} is kept")

@@ -66,7 +66,9 @@ BAD = {  # name: (arguments, what the one line must say)
 
 def run_cli(monkeypatch, *args):
     GlobalHydra.instance().clear()
-    monkeypatch.setattr(sys, "argv", ["samrepro", "steps=3", "progress=false", "device=cpu", *args])
+    flags = [a for a in args if a.startswith("-")]  # before the overrides, as on a command line
+    overrides = [a for a in args if not a.startswith("-")]
+    monkeypatch.setattr(sys, "argv", ["samrepro", *flags, "steps=3", "progress=false", "device=cpu", *overrides])
     cli.main()
 
 

@@ -28,29 +28,114 @@ import json
 import logging
 import os
 import re
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
+from hydra.errors import HydraException, MissingConfigException
+from hydra.experimental.callback import Callback
 from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from samrepro import runner
-from samrepro.config import ConfigError, fail, is_int
-from samrepro.records import YamlDumper
+from samrepro.config import ConfigError, fail, is_int, require, validate
+from samrepro.records import YamlDumper, read_summary
+
+if TYPE_CHECKING:  # the runner imports torch: it is imported once runs are built, not to print --help
+    from samrepro import runner
 
 log = logging.getLogger(__name__)
 SCALARS = ("lr", "rho", "seed")
 JOB_KEYS = ("override_dirname", "id", "num")  # what Hydra's launcher sets in hydra.job for each job
+
+
+def hydra_record(cfg: DictConfig, hydra: dict) -> dict:
+    """The ``.hydra/`` record Hydra's own ``run_job`` writes (off in conf/config.yaml, so that samrepro
+    writes it only into a folder it has checked): the unresolved config, the hydra node, the overrides."""
+    return {"config.yaml": OmegaConf.to_container(cfg, resolve=False), "hydra.yaml": hydra,
+            "overrides.yaml": hydra["hydra"]["overrides"]["task"]}
+
+
+def job_value(summary: dict, objective: str | None) -> dict | float:
+    """What a job returns to its sweeper: its summary (with ``run_dir``), or with ``objective=final.<metric>``
+    that final metric as a float, for sweepers that optimize (Optuna, Nevergrad)."""
+    if objective is None:
+        return summary
+    metric = objective.removeprefix("final.")
+    require(metric in summary["final"], "objective", objective,
+            f"unknown metric; allowed: {', '.join(f'final.{m}' for m in summary['final'])}")
+    return float(summary["final"][metric])
+
+
+def hydra_error_line(err: Exception) -> str:
+    """One line of a Hydra or OmegaConf error; an unknown config-group choice lists the allowed ones."""
+    if isinstance(err, MissingConfigException) and err.options:
+        group = os.path.dirname(err.missing_cfg_file)
+        choice = os.path.basename(err.missing_cfg_file)
+        return f"{group}={choice}: unknown; allowed: {', '.join(sorted(err.options))}"
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+    if lines[0].startswith("Ambiguous value for argument"):
+        return f"{lines[0].split(' ', 4)[-1]}: a sweep needs -m (samrepro -m …); a list is key=[a,b]"
+    if lines[0].startswith("Error parsing override"):
+        return f"malformed override: {' '.join(lines[:2])}"
+    return " ".join(lines[:2])
+
+
+def output_folder(cfg: DictConfig, key: str) -> Path:
+    """``hydra.run.dir`` or ``hydra.sweep.dir`` of a composed config, which must be creatable: its first
+    existing ancestor a writable folder."""
+    saved = HydraConfig.instance().cfg
+    try:
+        HydraConfig.instance().set_config(cfg)
+        folder = Path(str(OmegaConf.select(cfg, key)))
+    finally:
+        HydraConfig.instance().cfg = saved
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    require(existing.is_dir(), key, folder, f"{existing} is a file, not a folder; choose another folder")
+    require(os.access(existing, os.W_OK | os.X_OK), key, folder, f"{existing} is not writable; choose another folder")
+    return folder
+
+
+class Checks(Callback):
+    """samrepro's Hydra callback (conf/config.yaml ``hydra.callbacks.samrepro``): checks the composed
+    config and its output folder before Hydra makes any folder (one line, exit 2); after a single run that
+    failed on bad input found later (a task's own keys), removes the empty folders that run made."""
+
+    def __init__(self) -> None:
+        self.created: list[Path] = []
+
+    def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
+        try:
+            validate(config)
+            folder = output_folder(config, "hydra.run.dir")
+        except ConfigError as err:
+            fail(str(err))
+        self.created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+
+    def on_run_end(self, config: DictConfig, job_return: JobReturn, **kwargs: object) -> None:
+        error = job_return._return_value
+        if job_return.status == JobStatus.FAILED and isinstance(error, ConfigError):
+            for p in self.created:
+                if p.is_dir() and not any(p.iterdir()):
+                    p.rmdir()
+            fail(str(error))  # before Hydra reports the failed job in several lines
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
+        try:
+            validate(config)
+            output_folder(config, "hydra.sweep.dir")
+        except ConfigError as err:
+            fail(str(err))
 
 
 @cache
@@ -69,8 +154,9 @@ def _shared(overrides: Sequence[str]) -> tuple[str, ...]:
 
 class BatchedSweeper(Sweeper):
     """Hydra's basic sweeper (the Cartesian product of the swept values, ``hydra.sweeper.params`` first,
-    then the command line's; a key given twice keeps its last value), checked by one compose per group of
-    jobs that differ only in lr, rho and seed, and launched as one batch."""
+    then the command line's; a key given twice keeps its last value), with every job checked before any
+    folder is made (one compose per group of jobs that differ only in lr, rho and seed), launched as one
+    batch, and a summary of the sweep at the end."""
 
     def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None) -> None:
         self.max_batch_size = max_batch_size  # jobs handed to the launcher at a time (None: all)
@@ -93,30 +179,51 @@ class BatchedSweeper(Sweeper):
             key = o.get_key_element()
             if o.is_sweep_override():
                 if not o.is_discrete_sweep():
-                    raise ConfigError(f"{o.input_line}: only discrete sweeps (a,b,c, range(), glob()) are allowed")
+                    raise ConfigError(f"{o.input_line}: samrepro's sweeper (Hydra's basic semantics) takes lists, "
+                                      f"range() and glob(); interval() and tag() need a sweeper that samples "
+                                      f"them, e.g. hydra/sweeper=optuna")
                 choices[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
             else:
                 choices[key] = [f"{key}={o.get_value_element_as_str()}"]
         return [list(job) for job in itertools.product(*choices.values())]
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
+        from samrepro import runner
+
+        started = time.perf_counter()
         try:
             jobs = self.jobs(arguments)
+            require(self.max_batch_size is None or (is_int(self.max_batch_size) and self.max_batch_size > 0),
+                    "hydra.sweeper.max_batch_size", self.max_batch_size, "must be null or an integer > 0")
+            runs = build_runs(self.hydra_context, self.config, jobs, 0)  # every job's config, composed
+            runner.check(runs)  # every config and folder checked before the sweep makes any folder
         except ConfigError as err:
             fail(str(err))
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        if not isinstance(self.launcher, BatchedLauncher):  # which composes them all before any job runs
-            for shared in dict.fromkeys(_shared(job) for job in jobs):  # compose errors surface early
-                self.hydra_context.config_loader.load_sweep_config(self.config, list(shared))
         size = self.max_batch_size or len(jobs)
         returns = []
         for start in range(0, len(jobs), size):
-            returns.append(self.launcher.launch(jobs[start:start + size], initial_job_idx=start))
+            batch = (jobs[start:start + size], start)
+            returns.append(self.launcher.launch(*batch, runs=runs[start:start + size])
+                           if isinstance(self.launcher, BatchedLauncher) else self.launcher.launch(*batch))
             for r in returns[-1]:
                 _ = r.return_value  # raises a failed job's exception
+        log.info(sweep_report([r for batch in returns for r in batch], sweep_dir, time.perf_counter() - started))
         return returns
+
+
+def sweep_report(returns: Sequence[JobReturn], sweep_dir: Path, seconds: float) -> str:
+    """The line that ends a sweep: how its runs ended, how long it took, where they are, what to do next."""
+    summaries = [r.return_value if isinstance(r.return_value, dict) else
+                 read_summary(Path(r.hydra_cfg.hydra.runtime.output_dir)) or {} for r in returns]
+    counts = Counter("skipped" if s.get("skipped") else s.get("status", "failed") for s in summaries)
+    dead = sum(bool(s.get("dead")) for s in summaries)
+    parts = [f"{counts.pop(k)} {k}" for k in ("completed", "diverged", "interrupted", "skipped") if k in counts]
+    parts += [f"{n} {k}" for k, n in counts.items()] + ([f"{dead} dead"] if dead else [])
+    return (f"{len(returns)} runs: {', '.join(parts)} in {seconds:.1f} s → {sweep_dir}\n"
+            f"next: samrepro-collect {sweep_dir} -o {sweep_dir}/runs.csv   |   samrepro-plot {sweep_dir}")
 
 
 def override_dirname(overrides: Sequence[Override], job_config: DictConfig) -> str:
@@ -152,6 +259,8 @@ class _Template:
 
     def job(self, overrides: Sequence[str], idx: int) -> runner.Run:
         """The run of one job: its resolved config, its folder and its ``.hydra/`` record."""
+        from samrepro import runner
+
         parsed = [_parse(o) for o in overrides]
         scalars = {o.key_or_group: o.value() for o in parsed if _is_scalar(o)}
         task_overrides = [o for o in parsed if not o.is_hydra_override()]
@@ -163,6 +272,7 @@ class _Template:
             self.cfg.hydra.job.update(job)
             current.job.update(job)
             run_dir = Path(str(self.cfg.hydra.sweep.dir)) / str(self.cfg.hydra.sweep.subdir)
+            current.runtime.output_dir = os.path.abspath(run_dir)  # ${hydra:runtime.output_dir}
             resolved = ({k: OmegaConf.to_container(self.cfg[k], resolve=True) if OmegaConf.is_config(self.cfg[k])
                          else self.cfg[k] for k in self.task_keys} if self.interpolated else None)
         task = {**self.task, **scalars}  # top-level keys only change: the nested dicts are shared, never mutated
@@ -171,6 +281,36 @@ class _Template:
         hydra_yaml = re.sub(r"__samrepro_(\w+?)__", lambda m: json.dumps(values[m.group(1)]), self.hydra_yaml)
         record = {"config.yaml": task, "hydra.yaml": hydra_yaml, "overrides.yaml": lines}
         return runner.Run(resolved or task, run_dir, record)
+
+
+def build_runs(hydra_context: HydraContext, config: DictConfig, job_overrides: Sequence[Sequence[str]],
+               initial_job_idx: int) -> list[runner.Run]:
+    """Each job's run (config, folder, ``.hydra/`` record), composed once per group of jobs that differ only
+    in lr, rho and seed; a compose error is a ConfigError naming the job's overrides."""
+    by_template: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for i, overrides in enumerate(job_overrides):
+        by_template[_shared(overrides)].append(i)
+    runs: list[runner.Run | None] = [None] * len(job_overrides)
+    saved = HydraConfig.instance().cfg
+    try:
+        for shared, members in by_template.items():
+            try:
+                cfg = hydra_context.config_loader.load_sweep_config(config, list(shared))
+            except HydraException as err:
+                raise ConfigError(hydra_error_line(err)) from err
+            HydraConfig.instance().set_config(cfg)
+            template = _Template(cfg)
+            for i in members:
+                runs[i] = template.job(job_overrides[i], initial_job_idx + i)
+    finally:
+        HydraConfig.instance().cfg = saved
+    return runs
+
+
+def _listening(callbacks: object, *events: str) -> list[Callback]:
+    """The configured callbacks that implement one of ``events`` (samrepro's own Checks does not)."""
+    return [c for c in getattr(callbacks, "callbacks", []) if any(
+        getattr(type(c), e, None) is not getattr(Callback, e) for e in events)]
 
 
 class BatchedLauncher(Launcher):
@@ -184,35 +324,44 @@ class BatchedLauncher(Launcher):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
+               runs: Sequence[runner.Run] | None = None) -> Sequence[JobReturn]:
+        """Runs the jobs (``runs``: their runs, when the sweeper has built them already). Hydra's callbacks
+        get on_job_start for every job before the batch starts and on_job_end for each after it ends."""
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         log.info(f"Launching {len(job_overrides)} jobs batched")
-        by_template: dict[tuple[str, ...], list[int]] = defaultdict(list)
-        for i, overrides in enumerate(job_overrides):
-            by_template[_shared(overrides)].append(i)
-        runs: list[runner.Run | None] = [None] * len(job_overrides)
-        saved = HydraConfig.instance().cfg
         try:
-            for shared, members in by_template.items():
-                cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(shared))
-                HydraConfig.instance().set_config(cfg)
-                template = _Template(cfg)
-                for i in members:
-                    runs[i] = template.job(job_overrides[i], initial_job_idx + i)
-        finally:
-            HydraConfig.instance().cfg = saved
-        try:
-            summaries = self.execute(runs)
+            runs = runs or build_runs(self.hydra_context, self.config, job_overrides, initial_job_idx)
+            listeners = _listening(self.hydra_context.callbacks, "on_job_start", "on_job_end")
+            job_configs = [self.job_config(r, o) for r, o in zip(runs, job_overrides)] if listeners else []
+            for c in job_configs:
+                self.hydra_context.callbacks.on_job_start(config=c, task_function=self.task_function)
+            summaries = self.execute(list(runs))
         except ConfigError as err:
             fail(str(err))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        return [JobReturn(overrides=list(o), working_dir=os.getcwd(), task_name=self.config.hydra.job.name,
-                          status=JobStatus.COMPLETED, _return_value={**s, "run_dir": str(r.dir)})
-                for o, r, s in zip(job_overrides, runs, summaries)]
+        objective = self.config.get("objective")
+        returns = []
+        for o, r, s in zip(job_overrides, runs, summaries):
+            value = job_value({**s, "run_dir": str(r.dir)}, objective)
+            ret = JobReturn(overrides=list(o), working_dir=os.getcwd(), task_name=self.config.hydra.job.name,
+                            status=JobStatus.COMPLETED, _return_value=value)
+            ret.hydra_cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": os.path.abspath(r.dir)}}})
+            returns.append(ret)
+        for c, ret in zip(job_configs, returns):
+            self.hydra_context.callbacks.on_job_end(config=c, job_return=ret)
+        return returns
+
+    def job_config(self, run: runner.Run, overrides: Sequence[str]) -> DictConfig:
+        """A job's config as Hydra's own launcher hands it to callbacks: the run's config and its hydra node."""
+        hydra = yaml.load(run.hydra_record["hydra.yaml"], Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        return OmegaConf.create({**run.config, **hydra})
 
     def execute(self, runs: list[runner.Run]) -> list[dict]:
         """The runs' summaries, in order: all of them in this process, batched."""
+        from samrepro import runner
+
         return runner.run(runs)
 
 
@@ -221,6 +370,8 @@ def chunk(runs: Sequence[runner.Run], n: int) -> list[list[int]]:
     many configurations each: the runs of one GD computation (:func:`samrepro.runner.gd_key`) stay together;
     the batch groups (:func:`samrepro.runner.batch_key`), largest first, are laid end to end and cut into
     ``n`` equal parts, so that at most n − 1 of them are split."""
+    from samrepro import runner
+
     units: dict[str | int, list[int]] = {}  # a computed configuration (a GD one, or one run) → its runs
     for i, r in enumerate(runs):
         units.setdefault(runner.gd_key(r.config) or i, []).append(i)
@@ -238,6 +389,8 @@ def chunk(runs: Sequence[runner.Run], n: int) -> list[list[int]]:
 def _run_chunk(runs: list[runner.Run], threads: int | None, cwd: str) -> list[dict] | str:
     """:func:`samrepro.runner.run` in a worker, from the sweep's working folder (the run folders may be
     relative; a reused worker may have started elsewhere); a ConfigError comes back as its message."""
+    from samrepro import runner
+
     os.chdir(cwd)
     try:
         return runner.run(runs, threads=threads)
@@ -270,6 +423,8 @@ class _ChunkedLauncher(BatchedLauncher):
         raise NotImplementedError
 
     def execute(self, runs: list[runner.Run]) -> list[dict]:
+        from samrepro import runner
+
         runner.check(runs)  # a bad config or folder ends the sweep here, before any chunk has written a file
         chunks = chunk(runs, self.n_chunks(len(runs)))
         threads = runner.thread_share(self.config.threads, self.config.hydra.launcher)
