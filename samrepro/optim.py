@@ -11,6 +11,10 @@ With g = ∇L(w) on the current batch (DESIGN §4):
 SAM and USAM are the same step with and without the normalization (as in optax.contrib.sam); GD is
 that step with ρ = 0, which skips the second gradient. ‖g‖ is the global L2 norm over all parameters.
 
+Two optimizers apply it: ``SAM`` (all four rules, batched over configurations; the trainer's) and
+``SAMOptimizer`` (SAM/USAM around any ``torch.optim`` base optimizer, for one configuration, as in
+davda54/sam). Both build the perturbation from ``global_grad_norm`` and ``ascent_scale``.
+
 Configurations can be batched: with ``config_dim=True`` every parameter has a leading dimension of
 size C (one slice per configuration, C independent problems), ``loss_fn`` returns C losses, and
 η, ρ and the normalization switch are per-configuration vectors. Norms are then taken per slice.
@@ -45,6 +49,20 @@ def config_dot(a: Sequence[Tensor], b: Sequence[Tensor], config_dim: bool) -> Te
     if config_dim:
         return torch.stack([(x * y).reshape(x.shape[0], -1).sum(1) for x, y in zip(a, b)]).sum(0)
     return torch.stack([(x * y).sum() for x, y in zip(a, b)]).sum()
+
+
+def global_grad_norm(grads: Sequence[Tensor], config_dim: bool = False) -> Tensor:
+    """‖g‖: the global L2 norm over all parameters, per configuration when batched."""
+    if config_dim:  # √ with derivative 0 at g = 0 (as the unbatched norm), for gd_ascent's double backward
+        square = config_dot(grads, grads, True)
+        return torch.where(square > 0, square, 1.0).sqrt().where(square > 0, 0.0)
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(grads))))
+
+
+def ascent_scale(grad_norm: Tensor, rho: float | Tensor, normalize: bool | Tensor, eps: float) -> Tensor:
+    """The factor s with perturbation e = s·g: ρ/(‖g‖+ε) for SAM (Dai et al. eq. 1), ρ for USAM (eq. 2)."""
+    normalize = torch.as_tensor(normalize, device=grad_norm.device)
+    return rho / torch.where(normalize, grad_norm + eps, 1.0)
 
 
 class SAM:
@@ -133,24 +151,13 @@ class SAM:
         """Per-parameter views of a per-configuration vector: [C] -> [C, 1, ..., 1] for each parameter."""
         return [v.view(s) for s in self._view_shapes]
 
-    def grad_norm(self, grads: Sequence[Tensor]) -> Tensor:
-        """‖g‖: the global L2 norm over all parameters, per configuration when batched."""
-        if self.config_dim:  # √ with derivative 0 at g = 0 (as the unbatched norm), for gd_ascent's double backward
-            square = config_dot(grads, grads, True)
-            return torch.where(square > 0, square, 1.0).sqrt().where(square > 0, 0.0)
-        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(grads))))
-
-    def _ascent_scale(self, grads: Sequence[Tensor]) -> Tensor:
-        """The factor s with perturbation e = s·g: ρ/(‖g‖+ε) for SAM, ρ for USAM, 0 for GD."""
-        denom = torch.where(self.normalize, self.grad_norm(grads) + self.eps, 1.0)
-        return self.rho / denom
-
     # ------------------------------------------------------------------ the two halves
     @torch.no_grad()
     def ascend(self, grads: Sequence[Tensor]) -> None:
         """Remember w and move to the ascent point w + e(g) (in place)."""
         torch._foreach_copy_(self._w, self.params)
-        torch._foreach_addcmul_(self.params, list(grads), self.per_config_views(self._ascent_scale(grads)))
+        torch._foreach_addcmul_(self.params, list(grads), self.per_config_views(
+            ascent_scale(global_grad_norm(grads, self.config_dim), self.rho, self.normalize, self.eps)))
         self._at_ascent_point = True
 
     @torch.no_grad()
@@ -198,7 +205,7 @@ class SAM:
         """
         loss = loss_fn(self.params, False)
         grads = torch.autograd.grad(loss.sum(), self.params, create_graph=True)
-        scale = self.rho / (self.grad_norm(grads) + self.eps)
+        scale = self.rho / (global_grad_norm(grads, self.config_dim) + self.eps)
         ascent_point = [p + s * g for p, s, g in zip(self.params, self.per_config_views(scale), grads)]
         grads_asc = torch.autograd.grad(loss_fn(ascent_point, True).sum(), [*self.params, *ascent_point],
                                         allow_unused=True)
@@ -208,3 +215,116 @@ class SAM:
                              "dict(zip(names, params)), x)")
         self.descend(grads_asc[:len(self.params)])
         return loss.detach()
+
+
+class SAMOptimizer(torch.optim.Optimizer):
+    """SAM/USAM around a ``torch.optim`` base optimizer, for one configuration (the davda54/sam pattern).
+
+    With g = ∇L(w): ``first_step`` moves to w + ρ g/(‖g‖+ε) (``normalize=True``, SAM, Dai et al. eq. 1)
+    or w + ρ g (``normalize=False``, USAM, eq. 2), ‖g‖ the global L2 norm over all parameters;
+    ``second_step`` restores w and lets the base optimizer step with the gradient taken there.
+    ``step(closure)`` does both; the closure zeroes the gradients, runs forward and backward and
+    returns the loss. Param groups (own ``rho``/``normalize`` allowed) are shared with the base
+    optimizer, so LR schedulers and per-group settings reach it.
+
+    ``perturb_eps`` is the ε above (named as in pytorch-optimizer, so that ``eps`` reaches e.g. Adam).
+    """
+
+    def __init__(self, params, base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD, rho: float = 0.05,
+                 normalize: bool = True, perturb_eps: float = 1e-12, **base_kwargs):
+        if not (isinstance(base_optimizer, type) and issubclass(base_optimizer, torch.optim.Optimizer)):
+            given = getattr(base_optimizer, "__name__", f"<a {type(base_optimizer).__name__} instance>")
+            raise ValueError(f"base_optimizer={given}: must be a torch.optim.Optimizer class, "
+                             "e.g. torch.optim.SGD (the class, not an instance)")
+        super().__init__(params, dict(rho=rho, normalize=normalize, **base_kwargs))
+        self.perturb_eps = perturb_eps
+        self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
+        clash = {"rho", "normalize"} & set(self.base_optimizer.defaults)
+        if clash:
+            raise ValueError(f"base_optimizer={base_optimizer.__name__}: its own setting {clash.pop()!r} would "
+                             "share SAMOptimizer's param-group key; use another base optimizer")
+        self.param_groups = self.base_optimizer.param_groups  # one list of groups: schedulers reach both
+        self.defaults.update(self.base_optimizer.defaults)
+
+    def add_param_group(self, param_group: dict) -> None:
+        rho = param_group.get("rho", self.defaults["rho"])
+        if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not rho >= 0:
+            raise ValueError(f"rho={rho!r}: must be a number >= 0")
+        super().add_param_group(param_group)
+
+    def _params_with_grad(self, group: dict) -> list[Tensor]:
+        return [p for p in group["params"] if p.grad is not None]
+
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = False) -> None:
+        """Save w in the state and move to the ascent point w + s·g (s from ``ascent_scale``)."""
+        grads = [p.grad for group in self.param_groups for p in self._params_with_grad(group)]
+        if grads:
+            grad_norm = global_grad_norm(grads)
+            for group in self.param_groups:
+                scale = ascent_scale(grad_norm, group["rho"], group["normalize"], self.perturb_eps)
+                for p in self._params_with_grad(group):
+                    self.state[p]["w"] = p.clone()
+                    p.add_(p.grad * scale)
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = False) -> None:
+        """Restore w (exactly, not as w + e − e) and take the base optimizer's step with the current
+        gradient, the one at the ascent point."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if "w" in self.state[p]:
+                    p.copy_(self.state[p].pop("w"))
+        self.base_optimizer.step()
+        self._opt_called = True  # what torch's LR schedulers check for "optimizer.step() was called"
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:
+        """closure (loss and g at w), first_step, closure (g at the ascent point), second_step; returns
+        the loss at w. Unlike davda54/sam, do not run the first backward yourself: step does."""
+        if closure is None:
+            raise ValueError("closure=None: step needs a closure that zeroes the gradients, runs forward and "
+                             "backward and returns the loss; or call first_step and second_step yourself")
+        closure = torch.enable_grad()(closure)
+        loss = closure()
+        self.first_step()
+        closure()
+        self.second_step()
+        return loss
+
+    def state_dict(self) -> dict:
+        """torch's layout (the shared param groups, and w between the two steps) plus the base
+        optimizer's state (momentum buffers, Adam moments, …) under ``base_state``."""
+        return {**super().state_dict(), "base_state": self.base_optimizer.state_dict()["state"]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        own = {k: v for k, v in state_dict.items() if k != "base_state"}
+        super().load_state_dict(own)
+        self.base_optimizer.load_state_dict({"state": state_dict["base_state"], "param_groups": own["param_groups"]})
+        self.base_optimizer.param_groups = self.param_groups  # loading replaced the groups: share them again
+
+
+def _batch_norms(model: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def disable_running_stats(model: torch.nn.Module) -> None:
+    """Before the ascent-point pass: BatchNorm layers still normalize with the batch statistics but
+    leave running_mean/var and num_batches_tracked as they are (even if the pass is non-finite).
+    Each layer's own setting is saved; momentum is not touched."""
+    for m in _batch_norms(model):
+        if not hasattr(m, "backup_track_running_stats"):
+            m.backup_track_running_stats = m.track_running_stats
+        m.track_running_stats = False
+
+
+def enable_running_stats(model: torch.nn.Module) -> None:
+    """Undo ``disable_running_stats``: each BatchNorm layer gets back its own setting."""
+    for m in _batch_norms(model):
+        if hasattr(m, "backup_track_running_stats"):
+            m.track_running_stats = m.backup_track_running_stats
+            del m.backup_track_running_stats

@@ -1,10 +1,13 @@
 """The update rules of DESIGN §4 against hand computations, finite differences and each other."""
 
+import copy
+import io
+
 import numpy as np
 import pytest
 import torch
 
-from samrepro.optim import SAM, autograd_loss_and_grad
+from samrepro.optim import SAM, SAMOptimizer, autograd_loss_and_grad, disable_running_stats, enable_running_stats
 from samrepro.tasks.quadratic import Quadratic
 from samrepro.tasks.single_neuron import LOSSES, SingleNeuron
 
@@ -193,24 +196,24 @@ def test_a_frozen_configuration_is_left_as_it_is_even_with_a_non_finite_gradient
 
 
 def test_the_readme_own_loop_example_keeps_gd_ascent_and_batchnorm_right():
-    """README's closure: the model at the given parameters, BatchNorm statistics from the first pass only."""
+    """README's closure: the model at the given parameters, BatchNorm statistics from the first pass only,
+    each layer's own momentum kept."""
     torch.manual_seed(0)
     x, y = torch.randn(16, 3), torch.randn(16, 1)
 
     def train_step(rule):
         torch.manual_seed(1)
-        model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 1))
+        model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4, momentum=0.3), torch.nn.Linear(4, 1))
         names, params = zip(*model.named_parameters())
         opt = SAM(params, rule, lr=0.1, rho=0.05)
-        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-
         def loss_fn(params, perturbed):
-            for m in norms:
-                m.momentum = 0.0 if perturbed else 0.1
+            (disable_running_stats if perturbed else enable_running_stats)(model)
             out = torch.func.functional_call(model, dict(zip(names, params)), (x,))
             return torch.nn.functional.mse_loss(out, y).reshape(1)
 
         opt.step(loss_fn)
+        enable_running_stats(model)
+        assert model[1].momentum == 0.3 and model[1].track_running_stats
         return model
 
     gd, sam, ascent = train_step("gd"), train_step("sam"), train_step("gd_ascent")
@@ -218,3 +221,233 @@ def test_the_readme_own_loop_example_keeps_gd_ascent_and_batchnorm_right():
     for model in (sam, ascent):  # statistics of the unperturbed batch only: the same as GD's single pass
         assert torch.equal(model[1].running_mean, gd[1].running_mean)
         assert torch.equal(model[1].running_var, gd[1].running_var)
+
+
+# ---------------------------------------------------------------- SAMOptimizer (one configuration)
+
+def quadratic_params():
+    """Two parameter tensors of L = ½ Σ λ w² (LAM over [a, b]), so that ‖g‖ must be the global norm."""
+    return [torch.tensor(W0[:2], requires_grad=True), torch.tensor(W0[2:], requires_grad=True)]
+
+
+def quadratic_closure(opt, params):
+    lam = torch.tensor(LAM)
+
+    def closure():
+        opt.zero_grad()
+        loss = 0.5 * (lam * torch.cat(params) ** 2).sum()
+        loss.backward()
+        return loss
+    return closure
+
+
+def sam_step_by_hand(w, lr, rho, normalize):
+    g = LAM * w
+    ascent = w + rho * (g / np.linalg.norm(g) if normalize else g)
+    return w - lr * LAM * ascent
+
+
+def tiny_mlp_and_data():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1)).double()
+    return model, torch.randn(16, 3, dtype=torch.float64), torch.randn(16, 1, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_sam_optimizer_step_matches_hand_computation(normalize):
+    params = quadratic_params()
+    opt = SAMOptimizer(params, rho=0.3, normalize=normalize, lr=0.1)
+    loss = opt.step(quadratic_closure(opt, params))
+    assert loss.item() == pytest.approx(0.5 * (LAM * W0**2).sum(), abs=1e-14)  # the loss at w, not at w + e
+    expected = sam_step_by_hand(W0, 0.1, 0.3, normalize)
+    assert np.allclose(torch.cat(params).detach().numpy(), expected, rtol=0, atol=1e-13)
+
+
+def test_param_groups_have_their_own_rho_and_normalize_with_one_global_norm():
+    a, b = quadratic_params()
+    opt = SAMOptimizer([{"params": [a]}, {"params": [b], "rho": 0.2, "normalize": False}], rho=0.3, lr=0.1)
+    opt.step(quadratic_closure(opt, [a, b]))
+    g = LAM * W0
+    ascent = np.concatenate([W0[:2] + 0.3 * g[:2] / np.linalg.norm(g), W0[2:] + 0.2 * g[2:]])
+    assert np.allclose(torch.cat([a, b]).detach().numpy(), W0 - 0.1 * LAM * ascent, rtol=0, atol=1e-13)
+
+
+def test_a_param_group_added_later_reaches_the_base_optimizer_with_its_defaults():
+    a, b = quadratic_params()
+    opt = SAMOptimizer([a], rho=0.3, lr=0.1, momentum=0.9)
+    opt.add_param_group({"params": [b], "rho": 0.2})
+    with pytest.raises(ValueError, match=r"^rho=-1: must be a number >= 0$"):
+        opt.add_param_group({"params": [torch.zeros(1, requires_grad=True)], "rho": -1})
+    assert len(opt.param_groups) == 2
+    assert opt.base_optimizer.param_groups[1]["momentum"] == 0.9
+    opt.step(quadratic_closure(opt, [a, b]))
+    g = LAM * W0
+    ascent = W0 + np.array([0.3, 0.3, 0.2]) * g / np.linalg.norm(g)
+    assert np.allclose(torch.cat([a, b]).detach().numpy(), W0 - 0.1 * LAM * ascent, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("rule, base_kwargs", [("sam", {}), ("usam", {}),
+                                               ("sam", {"momentum": 0.9, "weight_decay": 0.01})])
+def test_sam_optimizer_with_sgd_equals_the_batched_sam_class(rule, base_kwargs):
+    """Same convention: torch SGD's buf ← μ·buf + d (buf = d at the first step), w ← w − η·buf, d = g + λw,
+    and the batched SAM's buf ← μ·buf + d from buf = 0: equal, over several steps on a tiny MLP."""
+    model, x, y = tiny_mlp_and_data()
+    twin = copy.deepcopy(model)
+    names, params = zip(*twin.named_parameters())
+    batched = SAM(params, rule, lr=0.05, rho=0.1, **base_kwargs)
+    opt = SAMOptimizer(model.parameters(), rho=0.1, normalize=rule == "sam", lr=0.05, **base_kwargs)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        return loss
+
+    for _ in range(5):
+        loss = opt.step(closure)
+        loss_batched = batched.step(lambda p, pert: torch.nn.functional.mse_loss(
+            torch.func.functional_call(twin, dict(zip(names, p)), (x,)), y))
+        assert loss.item() == pytest.approx(loss_batched.item(), abs=1e-12)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.allclose(p, q, rtol=0, atol=1e-12)
+    assert not torch.allclose(next(model.parameters()), next(tiny_mlp_and_data()[0].parameters()))
+
+
+def test_sam_optimizer_with_adam_is_adam_on_the_gradient_at_the_ascent_point():
+    params = quadratic_params()
+    opt = SAMOptimizer(params, torch.optim.Adam, rho=0.3, lr=0.05, eps=0.1)  # eps goes to Adam
+    w = torch.tensor(W0, requires_grad=True)
+    adam = torch.optim.Adam([w], lr=0.05, eps=0.1)
+    lam = torch.tensor(LAM)
+    for _ in range(3):
+        opt.step(quadratic_closure(opt, params))
+        with torch.no_grad():
+            g = lam * w
+            w.grad = lam * (w + 0.3 * g / g.norm())
+        adam.step()
+        assert torch.allclose(torch.cat(params), w, rtol=0, atol=1e-13)
+
+
+@pytest.mark.filterwarnings("error::UserWarning")  # no "lr_scheduler.step() before optimizer.step()"
+@pytest.mark.parametrize("two_steps", [False, True])
+def test_a_step_lr_scheduler_halves_the_step_the_base_optimizer_takes(two_steps):
+    params = quadratic_params()
+    opt = SAMOptimizer(params, rho=0.3, lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    closure = quadratic_closure(opt, params)
+    if two_steps:
+        closure()
+        opt.first_step()
+        closure()
+        opt.second_step()
+    else:
+        opt.step(closure)
+    w1 = torch.cat(params).detach().numpy().copy()
+    assert np.allclose(w1, sam_step_by_hand(W0, 0.1, 0.3, True), rtol=0, atol=1e-13)
+    scheduler.step()
+    assert opt.base_optimizer.param_groups[0]["lr"] == 0.05
+    opt.step(closure)
+    assert np.allclose(torch.cat(params).detach().numpy(), sam_step_by_hand(w1, 0.05, 0.3, True), rtol=0, atol=1e-13)
+
+
+def test_sam_optimizer_state_dict_round_trip_continues_identically():
+    """Adam moments, the shared groups (lr, per-group rho) survive torch.save/load; the loaded groups
+    are the base optimizer's (an lr set after loading reaches it)."""
+    def make(lr, rho):
+        a, b = quadratic_params()
+        opt = SAMOptimizer([{"params": [a]}, {"params": [b], "rho": rho}], torch.optim.Adam, rho=rho, lr=lr)
+        return opt, [a, b]
+
+    opt, params = make(0.05, 0.3)
+    for _ in range(3):
+        opt.step(quadratic_closure(opt, params))
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    saved = [p.detach().clone() for p in params]
+    for _ in range(3):
+        opt.step(quadratic_closure(opt, params))
+    opt.param_groups[0]["lr"] = 0.01
+    opt.step(quadratic_closure(opt, params))
+
+    resumed, params2 = make(1.0, 0.0)
+    with torch.no_grad():
+        torch._foreach_copy_(params2, saved)
+    buffer.seek(0)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    for _ in range(3):
+        resumed.step(quadratic_closure(resumed, params2))
+    resumed.param_groups[0]["lr"] = 0.01
+    resumed.step(quadratic_closure(resumed, params2))
+    assert all(torch.equal(p, q) for p, q in zip(params, params2))
+    assert resumed.base_optimizer.param_groups is resumed.param_groups
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"rho": -0.1}, r"^rho=-0.1: must be a number >= 0$"),
+    ({"base_optimizer": torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)},
+     r"^base_optimizer=<a SGD instance>: must be a torch.optim.Optimizer class"),
+    ({"base_optimizer": torch.optim.Adadelta}, r"^base_optimizer=Adadelta: its own setting 'rho'"),
+])
+def test_sam_optimizer_rejects_bad_arguments_naming_them(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SAMOptimizer(quadratic_params(), **{"lr": 0.1, **kwargs})
+
+
+def test_sam_optimizer_step_without_a_closure_says_what_to_do():
+    with pytest.raises(ValueError, match="closure=None: step needs a closure"):
+        SAMOptimizer(quadratic_params(), lr=0.1).step()
+
+
+def bn_model(momentum):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4, momentum=momentum), torch.nn.Linear(4, 1))
+
+
+def test_running_stats_helpers_freeze_batchnorm_and_give_back_its_own_momentum():
+    model, x = bn_model(momentum=0.3), torch.randn(16, 3)
+    bn, plain = model[1], copy.deepcopy(model)
+    stats = [t.clone() for t in bn.buffers()]  # running_mean, running_var, num_batches_tracked
+    disable_running_stats(model)
+    disable_running_stats(model)  # twice: still restores the layer's own setting
+    assert torch.equal(model(x), plain(x))  # still normalized by the batch statistics
+    model(x * float("nan"))  # a non-finite ascent pass leaves no trace either
+    assert all(torch.equal(a, b) for a, b in zip(bn.buffers(), stats))
+    enable_running_stats(model)
+    assert bn.momentum == 0.3 and bn.track_running_stats
+    model(x)
+    assert torch.allclose(bn.running_mean, 0.3 * model[0](x).mean(0)) and bn.num_batches_tracked == 1
+
+
+def test_the_readme_sam_optimizer_examples_agree_and_the_two_step_one_keeps_batchnorm_right():
+    x, y = torch.randn(16, 3, generator=torch.Generator().manual_seed(1)), torch.randn(16, 1)
+
+    def closure_form():
+        model = bn_model(momentum=0.3)
+        opt = SAMOptimizer(model.parameters(), torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.9)
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        return model
+
+    def two_step_form():
+        model = bn_model(momentum=0.3)
+        opt = SAMOptimizer(model.parameters(), torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.9)
+        enable_running_stats(model)
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.first_step(zero_grad=True)
+        disable_running_stats(model)  # the ascent-point pass must not move BatchNorm statistics
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.second_step(zero_grad=True)
+        return model
+
+    once, a, b = bn_model(momentum=0.3), closure_form(), two_step_form()
+    once(x)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(a[0].weight, once[0].weight)
+    assert torch.equal(b[1].running_mean, once[1].running_mean)  # one pass's statistics only
+    assert not torch.equal(a[1].running_mean, once[1].running_mean)  # the closure form updates them twice
