@@ -66,7 +66,7 @@ def test_gd_runs_once_per_config_whatever_rho(tmp_path):
         assert summary["same_as"] == str(runs[0].dir) and summary["rho"] == run.config["rho"]
         assert (run.dir / "metrics.csv").read_bytes() == (runs[0].dir / "metrics.csv").read_bytes()
         assert summary["fingerprint"] == fingerprint(run.config) != first["fingerprint"]
-    assert runner.run(runs) == [first, *copies]  # all three are finished now: skipped
+    assert runner.run(runs) == [{**s, "skipped": True} for s in (first, *copies)]  # all three finished now
 
 
 @pytest.mark.slow
