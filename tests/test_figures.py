@@ -44,10 +44,12 @@ def test_settings_are_read_back_from_the_collected_columns():
 
 
 def test_sharpness_at_init_is_the_top_hessian_eigenvalue_of_the_runs_task():
-    quadratic = runs_frame(name="quadratic", eigenvalues="[4.0, 1.0, 0.25]", init="[1.0, 1.0, 1.0]")
+    quadratic = runs_frame(_target_="samrepro.tasks.quadratic.build", name="quadratic",
+                           eigenvalues="[4.0, 1.0, 0.25]", init="[1.0, 1.0, 1.0]")
     assert columns.sharpness_at_init(quadratic) == pytest.approx(4.0, rel=1e-12)
     # ½(xy)² at (5, 7): ∇²L = [[y², 2xy], [2xy, x²]] = [[49, 70], [70, 25]], λ_max = 37 + √(12² + 70²)
-    neuron = runs_frame(name="single_neuron", loss="square", init="[5.0, 7.0]")
+    neuron = runs_frame(_target_="samrepro.tasks.single_neuron.build", name="single_neuron",
+                        loss="square", init="[5.0, 7.0]")
     assert columns.sharpness_at_init(neuron) == pytest.approx(37 + np.hypot(12, 70), rel=1e-12)
 
 

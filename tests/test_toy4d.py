@@ -11,9 +11,11 @@ from samrepro.optim import SAM
 from samrepro.tasks.toy4d import closed_form_hessian
 from samrepro.train import lr_schedule
 
+TOY4D = {"_target_": "samrepro.tasks.toy4d.build", "name": "toy4d"}
+
 
 def build(batch_size=2, n=5, x=(0.5, 0.5), y=(0.1, 0.1)):
-    cfg = OmegaConf.create({"name": "toy4d", "x_init": list(x), "y_init": list(y), "batch_size": batch_size})
+    cfg = OmegaConf.create({**TOY4D, "x_init": list(x), "y_init": list(y), "batch_size": batch_size})
     return tasks.build(cfg, n, torch.device("cpu"))
 
 
@@ -129,7 +131,7 @@ def test_short_runs_move_x_toward_the_predicted_minimizers():
 
 def test_bad_config_is_rejected():
     for cfg in ({"batch_size": 3}, {"x_init": [0.5]}):
-        base = {"name": "toy4d", "x_init": [0.5, 0.5], "y_init": [0.1, 0.1], "batch_size": 2, **cfg}
+        base = {**TOY4D, "x_init": [0.5, 0.5], "y_init": [0.1, 0.1], "batch_size": 2, **cfg}
         try:
             tasks.build(OmegaConf.create(base), 1, torch.device("cpu"))
         except ConfigError:

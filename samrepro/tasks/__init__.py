@@ -1,30 +1,44 @@
-"""Tasks: one module per task, all behind the interface of :class:`Task` (DESIGN §5).
+"""Tasks, all behind the interface of :class:`Task` (DESIGN §5); samrepro's own are one module each here.
 
-A task module ``samrepro/tasks/<name>.py`` defines ``build(cfg, n_configs, device) -> Task`` and has a
-config ``conf/task/<name>.yaml``; nothing else needs to change to add one.
+A task config (``conf/task/<name>.yaml``, or one in a user's own ``--config-dir``) names the function that
+builds its task by ``_target_`` (Hydra's convention): any importable ``build(cfg, n_configs, device) -> Task``,
+samrepro's own (``samrepro.tasks.<name>.build``) or from a user's package. Nothing else needs to change to
+add one.
 """
 
 from __future__ import annotations
 
-import importlib
+import inspect
 import itertools
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
+from hydra.utils import get_object
 from omegaconf import DictConfig
 from torch import Tensor
 
-from samrepro.config import ConfigError, require
+from samrepro.config import ConfigError, is_int, require
 from samrepro.optim import autograd_loss_and_grad
 
 
 class Task:
-    """Owns its parameters, its data and its metrics; the trainer owns the loop.
+    """Owns its parameters, its data and its metrics; the trainer owns the loop. The contract, checked
+    when a task is built (:func:`check_contract`), is what the runner and the trainer use of a task:
 
-    Parameters carry a leading configuration dimension of size C (``config_dim = True``): C
-    independent copies of the problem, one per configuration of a batched sweep. ``loss`` then
-    returns C losses. A task that cannot batch (a torch.nn model) sets ``config_dim = False`` and
-    runs one configuration at a time.
+    - ``metric_names``: the metrics.csv columns after ``step``, in order (a non-empty list of distinct
+      names); ``until`` may name any of them.
+    - ``init_params(seeds)``: the parameters of one configuration per seed, a list of leaf tensors with
+      ``requires_grad``; the optimizer updates them in place.
+    - ``loss(params, batch, perturbed)``: the training loss of each configuration, shape [C]
+      (``perturbed``: SAM's ascent pass).
+    - ``metrics(params, step)``: metric name → shape [C] for every name of ``metric_names``.
+    - ``config_dim`` (bool): true when every parameter has a leading configuration dimension of size C
+      (C independent copies of the problem, one per configuration of a batched sweep); false (a torch.nn
+      model) runs one configuration at a time (C = 1).
+    - ``dtype`` (torch.dtype of its parameters) and ``steps_per_epoch`` (int > 0, for ``epoch_units``).
+    - Defaults here that a task may override: ``loss_and_grad``, ``batches``, ``flags``, ``state_dict``,
+      ``load_state_dict``.
     """
 
     config_dim = True
@@ -68,13 +82,73 @@ class Task:
         """Restores :meth:`state_dict`."""
 
 
-def build(cfg: DictConfig, n_configs: int, device: torch.device) -> Task:
-    """Builds the task named by ``cfg.name`` from ``samrepro/tasks/<name>.py``."""
+def resolve_target(key: str, path: object, call: str, *args: object, **kwargs: object) -> Callable:
+    """The callable that the dotted path ``path`` names (``_target_`` style), checked to accept ``args`` and
+    ``kwargs``; a ConfigError naming ``key`` when it does not import, is not callable or cannot be called
+    as ``call`` says."""
+    require(isinstance(path, str) and path != "", key, path, f"must be the dotted path of {call}")
+    hydra_log = logging.getLogger("hydra.utils")  # get_object logs a failed import in 3 lines; we say it in one
+    muted, hydra_log.disabled = hydra_log.disabled, True
     try:
-        module = importlib.import_module(f"samrepro.tasks.{cfg.name}")
-    except ModuleNotFoundError as err:
-        raise ConfigError(f"task={cfg.name}: no module samrepro.tasks.{cfg.name}") from err
-    return module.build(cfg, n_configs, device)
+        target = get_object(path)
+    except Exception as err:  # hydra wraps the import's error; its cause says what went wrong
+        cause = err.__cause__ or err
+        raise ConfigError(f"{key}={path}: does not import ({type(cause).__name__}: "
+                          f"{str(cause).splitlines()[0] if str(cause) else ''})") from err
+    finally:
+        hydra_log.disabled = muted
+    require(callable(target), key, path, f"is a {type(target).__name__}, not {call}")
+    try:
+        inspect.signature(target).bind(*args, **kwargs)
+    except TypeError as err:
+        raise ConfigError(f"{key}={path}: cannot be called as {call} ({err})") from err
+    except ValueError:  # no signature to check (some builtins)
+        pass
+    return target
+
+
+def build(cfg: DictConfig, n_configs: int, device: torch.device) -> Task:
+    """Builds the task whose build function ``cfg._target_`` names, ``(cfg, n_configs, device) -> Task``,
+    and checks it against the contract of :class:`Task`."""
+    target = cfg.get("_target_")
+    if target is None:
+        raise ConfigError("task._target_: missing; a task config names its build function "
+                          "(cfg, n_configs, device) -> Task, e.g. _target_: samrepro.tasks.quadratic.build")
+    build_task = resolve_target("task._target_", target, "a function build(cfg, n_configs, device) -> Task",
+                                cfg, n_configs, device)
+    task = build_task(cfg, n_configs, device)
+    check_contract(task, f"task._target_={target}")
+    return task
+
+
+CONTRACT = {  # attribute: (its test, what it must be)
+    "metric_names": (lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and len(set(v)) == len(v)
+                     and all(isinstance(n, str) and n not in ("", "step") for n in v),
+                     "a non-empty list of distinct metric names, none of them 'step'"),
+    "init_params": (callable, "a method init_params(seeds) -> list of parameter tensors"),
+    "loss": (callable, "a method loss(params, batch, perturbed) -> losses of shape [C]"),
+    "metrics": (callable, "a method metrics(params, step) -> {metric name: values of shape [C]}"),
+    "config_dim": (lambda v: isinstance(v, bool), "true or false: whether parameters have a configuration dim"),
+    "dtype": (lambda v: isinstance(v, torch.dtype), "the torch.dtype of its parameters"),
+    "steps_per_epoch": (lambda v: is_int(v) and v > 0, "an integer > 0: the steps of one pass over its data"),
+    **{name: (callable, f"a method, as samrepro.tasks.Task.{name}")
+       for name in ("loss_and_grad", "batches", "flags", "state_dict", "load_state_dict")},
+}
+ABSTRACT = ("init_params", "loss", "metrics")  # a subclass of Task must define these
+
+
+def check_contract(task: object, origin: str) -> None:
+    """ConfigError (one line, starting with ``origin``) when ``task`` lacks a part of the contract of
+    :class:`Task` (a subclass of Task that does not define one of ``ABSTRACT`` lacks it) or has it malformed."""
+    for name, (test, what) in CONTRACT.items():
+        value = getattr(task, name, None)
+        if value is None or (name in ABSTRACT and getattr(type(task), name, None) is getattr(Task, name)):
+            problem = f"has no {name} ({what}"
+        elif not test(value):
+            problem = f"has {name}={value!r} (must be {what}"
+        else:
+            continue
+        raise ConfigError(f"{origin}: the task it built {problem}; see the Task contract in the README)")
 
 
 def float_list(cfg: DictConfig, key: str, length: int | None = None) -> list[float]:

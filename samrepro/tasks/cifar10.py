@@ -7,6 +7,9 @@ Models (REFERENCE.md, CIFAR-10):
   cnn_tanh  Cohen et al.'s [Conv3×3(3→w) → tanh → MaxPool2] → [Conv3×3(w→w) → tanh → MaxPool2]
             → Linear(64w, 10), w = 32.
   fcn_relu  Cohen et al.'s Flatten → Linear(3072, w) → ReLU → Linear(w, w) → ReLU → Linear(w, 10), w = 200.
+  or a user's own torch.nn.Module (images [N, 3, 32, 32] → logits [N, 10]): ``task.model`` the dotted path
+            of its class or of a function returning it (``mypkg.nets.SmallNet``), or a dict of that path as
+            ``_target_`` and its keyword arguments (``{_target_: mypkg.nets.SmallNet, hidden: 64}``).
 Losses: ``ce`` = mean cross-entropy; ``mse`` = Cohen et al.'s squared loss ½‖f(x) − e_y‖², averaged over
 examples.
 
@@ -34,24 +37,25 @@ One configuration per process (``config_dim = False``): the parameters are the m
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 import os
 import pickle
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchvision.datasets import CIFAR10
 from torchvision.models.resnet import BasicBlock
 
 from samrepro.config import ConfigError, require
 from samrepro.sharpness import top_eigenvalue
-from samrepro.tasks import Task
+from samrepro.tasks import Task, resolve_target
 
 MODELS = ("resnet18", "cnn_tanh", "fcn_relu")
 DEFAULT_WIDTH = {"resnet18": 64, "cnn_tanh": 32, "fcn_relu": 200}
@@ -133,15 +137,40 @@ def make_model(name: str, width: int, norm: str) -> nn.Module:
     )
 
 
-def initial_model(name: str, width: int, norm: str, seed: int) -> nn.Module:
-    """The model at its initialization from ``seed`` (on the CPU)."""
+def model_maker(spec: object, width: int | None, norm: str) -> tuple[Callable[[], nn.Module], str]:
+    """``task.model`` as (the function that makes the model, its keys for messages): a built-in name, with
+    ``width`` (null: the model's default) and ``norm``; or a user's torch.nn.Module, by the dotted path of
+    its class (or of a function returning it) or by a dict of ``_target_`` and keyword arguments."""
+    if spec in MODELS:
+        width = width or DEFAULT_WIDTH[spec]
+        keys = f"task.model={spec} task.width={width} task.norm={norm}"
+        return functools.partial(make_model, spec, width, norm), keys
+    custom = "the dotted path of your torch.nn.Module (mypkg.nets.Net), or {_target_: mypkg.nets.Net, its arguments}"
+    is_dict = isinstance(spec, DictConfig)
+    require(is_dict or (isinstance(spec, str) and "." in spec), "task.model", spec,
+            f"allowed: {', '.join(MODELS)}, or {custom}")
+    kwargs = OmegaConf.to_container(spec, resolve=True) if is_dict else {"_target_": spec}
+    path = kwargs.pop("_target_", None)
+    require(width is None, "task.width", width, "applies to the built-in models only; give your model's "
+            "arguments in task.model: {_target_: …, <argument>: <value>}")
+    module = resolve_target("task.model._target_" if is_dict else "task.model", path,
+                            "a torch.nn.Module taking " + (", ".join(kwargs) or "no arguments"), **kwargs)
+    return functools.partial(module, **kwargs), f"task.model={spec}"
+
+
+def initial_model(make: Callable[[], nn.Module], seed: int, described: str = "task.model") -> nn.Module:
+    """The model that ``make`` returns at its initialization from ``seed`` (on the CPU)."""
     torch.manual_seed(seed)
-    return make_model(name, width, norm)
+    model = make()
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{described}: made a {type(model).__name__}, not a torch.nn.Module")
+    return model
 
 
 def initial_norm(name: str, width: int | None, seed: int) -> float:
-    """‖w₀‖: the global L2 norm of the parameters of ``initial_model`` (width None: the default)."""
-    model = initial_model(name, width or DEFAULT_WIDTH[name], "groupnorm", seed)
+    """‖w₀‖: the global L2 norm of the parameters of the built-in model ``name`` at its initialization from
+    ``seed`` (width None: the default)."""
+    model = initial_model(functools.partial(make_model, name, width or DEFAULT_WIDTH[name], "groupnorm"), seed)
     return math.sqrt(sum(p.detach().square().sum().item() for p in model.parameters()))
 
 
@@ -256,9 +285,8 @@ class CIFAR10Task(Task):
         test_x: Tensor,
         test_y: Tensor,
         *,
-        model: str,
-        width: int,
-        norm: str,
+        model: Callable[[], nn.Module],
+        model_keys: str,
         loss: str,
         batch_size: int | None,
         chunk_size: int,
@@ -280,7 +308,7 @@ class CIFAR10Task(Task):
         fmt = torch.channels_last if cuda and channels_last else torch.contiguous_format
         self.train_x, self.train_y = train_x.to(device, memory_format=fmt), train_y.to(device)
         self.test_x, self.test_y = test_x.to(device, memory_format=fmt), test_y.to(device)
-        self.model_name, self.width, self.norm, self.init = model, width, norm, init
+        self.make_model, self.model_keys, self.init = model, model_keys, init
         self.loss_name = loss
         n = len(self.train_y)
         self.batch_size = n if batch_size is None else min(batch_size, n)
@@ -303,7 +331,7 @@ class CIFAR10Task(Task):
     # ------------------------------------------------------------ parameters
     def init_params(self, seeds: Sequence[int]) -> list[Tensor]:
         """A fresh model from ``seeds[0]`` (``init=scratch``), or loaded from the checkpoint ``init``."""
-        self.model = initial_model(self.model_name, self.width, self.norm, seeds[0]).to(
+        self.model = initial_model(self.make_model, seeds[0], self.model_keys).to(
             self.device, memory_format=self.memory_format
         )
         if self.init != "scratch":
@@ -340,8 +368,7 @@ class CIFAR10Task(Task):
             fix = (", ".join(f"task.{k}={v}" for k, v in made.items()) if made else
                    "task.model, task.width and task.norm to the checkpoint's")
             raise ConfigError(
-                f"task.init={path}: does not fit task.model={self.model_name} task.width={self.width} "
-                f"task.norm={self.norm} ({problem}); set {fix}"
+                f"task.init={path}: does not fit {self.model_keys} ({problem}); set {fix}"
             )
         self.model.load_state_dict(state)
 
@@ -488,7 +515,6 @@ def model_state(checkpoint: dict) -> dict:
 
 
 def build(cfg: DictConfig, n_configs: int, device: torch.device) -> CIFAR10Task:
-    require(cfg.model in MODELS, "task.model", cfg.model, f"allowed: {', '.join(MODELS)}")
     require(cfg.norm in NORMS, "task.norm", cfg.norm, f"allowed: {', '.join(NORMS)}")
     require(cfg.loss in LOSSES, "task.loss", cfg.loss, f"allowed: {', '.join(LOSSES)}")
     require(
@@ -537,6 +563,7 @@ def build(cfg: DictConfig, n_configs: int, device: torch.device) -> CIFAR10Task:
         cfg.eval_full_above,
         "must be a number >= 0 (above 1: never the whole training set)",
     )
+    make, model_keys = model_maker(cfg.model, cfg.width, cfg.norm)
     init = str(cfg.init)
     require(
         init == "scratch" or Path(init).is_file(),
@@ -560,9 +587,8 @@ def build(cfg: DictConfig, n_configs: int, device: torch.device) -> CIFAR10Task:
         train_y,
         (test_x.float() - mean) / std,
         test_y,
-        model=cfg.model,
-        width=cfg.width or DEFAULT_WIDTH[cfg.model],
-        norm=cfg.norm,
+        model=make,
+        model_keys=model_keys,
         loss=cfg.loss,
         batch_size=cfg.batch_size,
         chunk_size=cfg.chunk_size,
