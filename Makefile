@@ -1,4 +1,4 @@
-# Each target creates .venv (torch 2.14.1 / torchvision 0.29.1 install from this machine's disk) if missing.
+# Each target creates .venv if missing, with the versions of constraints.txt (what the tests and results were made with).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -7,9 +7,9 @@ STAMP  := $(VENV)/.installed
 .PHONY: install test figs figs-gpu figs-gpu-quick gpu-check dai_fig3 dai_fig5 dai_fig8 dai_fig5_quick dai_fig8_quick \
 	bench lint clean-runs
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -55,7 +55,7 @@ checkpoints/%.pt: | gpu-check
 
 BENCH := $(VENV)/.bench
 $(BENCH): $(STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[bench]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[bench]"
 	touch $(BENCH)
 
 bench: $(BENCH)
