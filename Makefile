@@ -35,19 +35,19 @@ gpu-check: $(STAMP)
 	  { echo "make: no CUDA GPU here; the GPU figures take GPU hours (set FORCE_CPU=1 to run them on the CPU)" >&2; exit 2; }
 
 dai_fig3: gpu-check
-	$(BIN)/samrepro-figs --gpu dai_fig3
+	$(BIN)/samrepro-figs --gpu --claims dai_fig3
 
 dai_fig5: gpu-check checkpoints/adversarial_init.pt
-	$(BIN)/samrepro-figs --gpu dai_fig5
+	$(BIN)/samrepro-figs --gpu --claims dai_fig5
 
 dai_fig8: gpu-check checkpoints/fullbatch_init.pt
-	$(BIN)/samrepro-figs --gpu dai_fig8
+	$(BIN)/samrepro-figs --gpu --claims dai_fig8
 
 dai_fig5_quick: gpu-check checkpoints/adversarial_init_quick.pt
-	$(BIN)/samrepro-figs --gpu dai_fig5_quick
+	$(BIN)/samrepro-figs --gpu --claims dai_fig5_quick
 
 dai_fig8_quick: gpu-check checkpoints/fullbatch_init_quick.pt
-	$(BIN)/samrepro-figs --gpu dai_fig8_quick
+	$(BIN)/samrepro-figs --gpu --claims dai_fig8_quick
 
 # conf/stage/<name>.yaml writes checkpoints/<name>.pt
 checkpoints/%.pt: | gpu-check

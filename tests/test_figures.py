@@ -1,15 +1,26 @@
 """Theory formulas, the figure registry, settings read back from a figure's columns, and `samrepro-figs`
-end to end on the cheapest figure."""
+end to end on the cheapest figures: only the ids named, staleness by content (never by mtime)."""
 
+import contextlib
 import io
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from samrepro import theory
-from samrepro.figures import columns, dai_fig1, dai_fig4, registry
+from samrepro.figures import columns, dai_fig1, dai_fig4, dai_thm1, dai_thm2, registry, stability
+from samrepro.figures import make as make_module
 from samrepro.figures.make import main as make_figs
+
+REPO_RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def test_usam_threshold_of_eq7_solves_its_equation_and_tends_to_gd():
@@ -74,9 +85,10 @@ def test_registry_has_the_foundation_figures():
     assert {"dai_fig4", "dai_table1", "dai_thm1", "dai_thm2"} <= set(registry())
 
 
-def test_make_figs_runs_a_sweep_draws_it_and_reports_claims(tmp_path, monkeypatch):
+def test_a_full_run_sweeps_draws_and_rewrites_claims_md(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    make_figs(["dai_fig4", "--results", "out"])
+    monkeypatch.setattr(make_module, "registry", lambda: {"dai_fig4": registry()["dai_fig4"]})
+    make_figs(["--results", "out"])  # no ids: every figure (here the one registered)
     for suffix in (".png", ".pdf"):
         assert (tmp_path / "out" / "figures" / f"dai_fig4{suffix}").stat().st_size > 10_000
     df = pd.read_csv(tmp_path / "out" / "dai_fig4.csv")
@@ -84,3 +96,101 @@ def test_make_figs_runs_a_sweep_draws_it_and_reports_claims(tmp_path, monkeypatc
     claims = (tmp_path / "out" / "CLAIMS.md").read_text()
     rows = [line for line in claims.splitlines() if line.startswith("| dai_fig4 |")]
     assert len(rows) == 3 and all("**PASS**" in r for r in rows)
+    assert "wrote out/CLAIMS.md" in capsys.readouterr().out
+
+
+def file_states(folder: Path) -> dict[Path, tuple[bytes, int]]:
+    """Each file below ``folder`` with its bytes and its mtime."""
+    return {p.relative_to(folder): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory) -> tuple[Path, dict, str]:
+    """`samrepro-figs dai_thm2` once, on a copy of the repository's results/ (mtimes kept) in a folder that is
+    also the working directory (runs/ go there): the folder, its results' files before, and what it printed."""
+    root = tmp_path_factory.mktemp("first_run")
+    before = file_states(Path(shutil.copytree(REPO_RESULTS, root / "results")))
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            make_figs(["dai_thm2", "--results", "results"])
+    finally:
+        os.chdir(cwd)
+    return root, before, out.getvalue()
+
+
+@pytest.fixture
+def results(first_run, tmp_path, monkeypatch) -> Path:
+    """The first run's folder (runs/ and results/, mtimes kept), copied, as the working directory."""
+    monkeypatch.chdir(shutil.copytree(first_run[0], tmp_path / "copy"))
+    return Path("results")
+
+
+def test_figure_ids_touch_only_their_files_and_mtimes_alone_rewrite_nothing(first_run, results, capsys):
+    _, before, out = first_run
+    own = {Path("dai_thm2.csv"), Path("dai_thm2.manifest.json"), Path("figures/dai_thm2.png"),
+           Path("figures/dai_thm2.pdf")}
+    after = file_states(results)
+    assert {p: s for p, s in after.items() if p not in own} == {p: s for p, s in before.items() if p not in own}
+    verdicts = [line for line in out.splitlines() if line.startswith("  [")]
+    assert len(verdicts) == 2 and all(line.startswith("  [PASS] dai_thm2: ") for line in verdicts)
+    assert "results/CLAIMS.md left as it is" in out
+    manifest = json.loads((results / "dai_thm2.manifest.json").read_text())
+    runs = manifest["inputs"]["runs"]
+    assert len(runs) == 22 and all(d.startswith("runs/dai_thm2/") and len(runs[d]) == 16 for d in runs)
+    csv_sha256 = make_module.file_sha256(results / "dai_thm2.csv")
+    assert manifest["csv_sha256"] == manifest["drawn_from"]["csv_sha256"] == csv_sha256
+    assert (results / "dai_thm2.manifest.json").read_text() == json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+
+    rng = random.Random(0)  # a fresh clone: every file's mtime arbitrary
+    for path in [*results.rglob("*"), *Path("runs").rglob("*")]:
+        if path.is_file():
+            mtime = rng.randrange(10**9, 2 * 10**18)
+            os.utime(path, ns=(mtime, mtime))
+    touched = file_states(results)
+    make_figs(["dai_thm2", "--results", "results"])
+    assert file_states(results) == touched
+    assert "dai_thm2: 2422 rows" in (out := capsys.readouterr().out) and "nothing written" in out
+
+
+def test_a_changed_csv_or_input_or_drawing_code_rewrites_only_what_depends_on_it(results):
+    csv, manifest_path = results / "dai_thm2.csv", results / "dai_thm2.manifest.json"
+    png = results / "figures" / "dai_thm2.png"
+    made = csv.read_bytes()
+    csv.write_bytes(made[: len(made) // 2])  # a truncated CSV: its sha256 no longer matches the manifest's
+    drawn = file_states(png.parent)
+    make_figs(["dai_thm2", "--results", "results"])
+    assert csv.read_bytes() == made and file_states(png.parent) == drawn  # same CSV again: the figure stands
+
+    manifest = json.loads(manifest_path.read_text())
+    run = next(iter(manifest["inputs"]["runs"]))
+    manifest["inputs"]["runs"][run] = "0" * 16  # the run the CSV was made from had another config
+    manifest_path.write_text(json.dumps(manifest))
+    inode = csv.stat().st_ino
+    make_figs(["dai_thm2", "--results", "results"])
+    assert csv.stat().st_ino != inode and csv.read_bytes() == made and file_states(png.parent) == drawn
+
+    manifest = json.loads(manifest_path.read_text())
+    manifest["drawn_from"]["drawing_code"] = "0" * 64  # the figure was drawn by other drawing code
+    manifest_path.write_text(json.dumps(manifest))
+    csv_state, png_inode = (csv.read_bytes(), csv.stat().st_mtime_ns), png.stat().st_ino
+    make_figs(["dai_thm2", "--results", "results"])
+    assert png.stat().st_ino != png_inode and (csv.read_bytes(), csv.stat().st_mtime_ns) == csv_state
+    assert json.loads(manifest_path.read_text())["drawn_from"]["drawing_code"] == make_module.code_hash(dai_thm2.draw)
+
+
+def test_drawing_code_hash_covers_the_figure_modules_the_drawing_uses(tmp_path, monkeypatch):
+    thm1, thm2 = make_module.code_hash(dai_thm1.draw), make_module.code_hash(dai_thm2.draw)
+    edited = tmp_path / "stability.py"
+    edited.write_text(Path(stability.__file__).read_text() + "# an edit\n")
+    monkeypatch.setattr(stability, "__file__", str(edited))
+    assert make_module.code_hash(dai_thm1.draw) != thm1  # dai_thm1 draws with stability.draw_phase_diagram
+    assert make_module.code_hash(dai_thm2.draw) == thm2
+
+
+def test_listing_the_figures_does_not_import_torchvision():
+    code = ("import sys, samrepro.figures, samrepro.figures.make; samrepro.figures.registry(); "
+            "print(sorted({'torchvision', 'samrepro.tasks.cifar10'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -15,7 +15,6 @@ import pandas as pd
 
 from samrepro.figures import Claim, Figure, final_rows, save
 from samrepro.figures.dai_fig5 import usam_threshold
-from samrepro.tasks.cifar10 import initial_norm
 
 MODELS = {"cnn_tanh": "CNN-tanh", "fcn_relu": "FCN-ReLU"}
 CAP = 1e3  # losses are drawn up to CAP × the initial loss
@@ -61,6 +60,9 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
 
 
 def claims(df: pd.DataFrame) -> list[Claim]:
+    # imported here, not at the top: drawing or listing a CPU figure never imports torchvision
+    from samrepro.tasks.cifar10 import initial_norm
+
     out = []
     for model, label in MODELS.items():
         runs = df[df["task.model"] == model] if not df.empty else df

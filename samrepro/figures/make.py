@@ -1,14 +1,25 @@
-"""``make figs``: run every CPU figure's sweep (finished runs are skipped), write results/<id>.csv,
-results/figures/<id>.png|pdf, and rewrite results/CLAIMS.md from all committed CSVs. ``--gpu`` (``make
-figs-gpu``) does the same for the GPU figures (CIFAR-10), whose sweeps need CUDA and the dataset."""
+"""``samrepro-figs [ID …]``: run each figure's sweep (finished runs are skipped), write results/<id>.csv
+and results/figures/<id>.png|pdf, and judge its claims. With no ids (``make figs``) it does every CPU
+figure (the GPU ones from their committed CSVs) and rewrites results/CLAIMS.md; with ids it does only
+those and leaves CLAIMS.md as it is, unless ``--claims`` (the other figures judged from their CSVs).
+``--gpu`` (``make figs-gpu``) runs the sweeps of the GPU figures (CIFAR-10), which need CUDA and the
+dataset, instead of the CPU ones.
+
+Staleness is judged by content, never by file times (a fresh clone's are arbitrary): results/<id>.manifest.json
+records what the CSV was made from (each run folder with its config's fingerprint, or for a figure with
+its own ``compute`` the hash of that code), the CSV's sha256, and what the figure was last drawn from
+(the CSV's sha256 and the drawing code's hash). A file is rewritten only when what it is made from changed."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import inspect
+import json
+import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -17,34 +28,64 @@ import pandas as pd
 from samrepro.cli import multirun
 from samrepro.config import ConfigError
 from samrepro.figures import Claim, Figure, registry
-from samrepro.records import collect, write_csv_atomic, write_text_atomic
+from samrepro.records import collect, read_summary, write_csv_atomic, write_text_atomic
 
 matplotlib.use("Agg")
 
 
-def newer_than(target: Path, sources: Iterable[Path]) -> bool:
-    """Make's rule: ``target`` exists and is at least as new as every source."""
-    if not target.exists():
-        return False
-    mtime = target.stat().st_mtime_ns
-    return all(source.stat().st_mtime_ns <= mtime for source in sources)
+def file_sha256(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
 
-def produce(fig: Figure, csv: Path) -> pd.DataFrame:
-    """Runs the figure's sweep (batched, skipping finished runs), or its own ``compute`` when it is a
-    measurement rather than a sweep, and saves its tidy CSV — unless the CSV is already newer than
-    every run's summary (for ``compute``: than the figure's code)."""
+def code_hash(func: Callable) -> str:
+    """sha256 of the source of ``func``'s module and of every samrepro.figures module whose functions or
+    classes it uses, transitively (dai_thm1 draws with ``stability.draw_phase_diagram``)."""
+    sources, todo = {}, [func.__module__]
+    while todo:
+        name = todo.pop()
+        if name in sources or not name.startswith(__package__):
+            continue
+        module = sys.modules[name]
+        sources[name] = Path(module.__file__).read_text()
+        todo += [v.__module__ for v in vars(module).values() if inspect.isfunction(v) or inspect.isclass(v)]
+    return hashlib.sha256("".join(sources[name] for name in sorted(sources)).encode()).hexdigest()
+
+
+def read_manifest(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def make_csv(fig: Figure, csv: Path, manifest: dict) -> tuple[pd.DataFrame, dict]:
+    """The figure's DataFrame and its manifest's ``inputs`` and ``csv_sha256``. A sweep runs (finished runs
+    are skipped) and its inputs are its run folders with their fingerprints; a ``compute`` has its code's
+    hash as input and runs only when the CSV is stale. The CSV is rewritten only when its inputs differ
+    from the manifest's or the file's sha256 does not match the one recorded (e.g. a truncated CSV)."""
     if fig.compute is not None:
-        if newer_than(csv, [Path(inspect.getfile(fig.compute))]):
-            return pd.read_csv(csv)
-        df = fig.compute()
+        inputs = {"compute_code": code_hash(fig.compute)}
     else:
         run_dirs = multirun([f"experiment={fig.id}"])
-        if newer_than(csv, (d / "summary.json" for d in run_dirs)):
-            return pd.read_csv(csv)
-        df = collect(run_dirs).drop(columns=["run_dir"])
+        inputs = {"runs": {Path(os.path.relpath(d)).as_posix(): read_summary(d).get("fingerprint") for d in run_dirs}}
+    made = {"inputs": inputs, "csv_sha256": manifest.get("csv_sha256")}
+    if manifest.get("inputs") == inputs and made["csv_sha256"] == file_sha256(csv):
+        return pd.read_csv(csv), made
+    df = fig.compute() if fig.compute is not None else collect(run_dirs).drop(columns=["run_dir"])
     write_csv_atomic(df, csv)
-    return df
+    return df, {**made, "csv_sha256": file_sha256(csv)}
+
+
+def draw_if_stale(fig: Figure, df: pd.DataFrame, stem: Path, csv_sha256: str | None, manifest: dict) -> dict:
+    """Draws ``<stem>.png|pdf`` unless they exist and were drawn from this CSV with this drawing code;
+    returns the manifest's ``drawn_from``."""
+    drawn_from = {"csv_sha256": csv_sha256, "drawing_code": code_hash(fig.draw)}
+    if manifest.get("drawn_from") != drawn_from or not all(stem.with_suffix(s).exists() for s in (".png", ".pdf")):
+        fig.draw(df, stem)
+    return drawn_from
+
+
+def file_states(folder: Path) -> dict[Path, tuple[int, int]]:
+    """Each file below ``folder`` with its inode and mtime: writing a file changes one or both. Only used
+    to report what a run wrote, never to judge staleness."""
+    return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def claims_markdown(rows: list[tuple[Figure, list[Claim]]]) -> str:
@@ -68,48 +109,68 @@ def claims_markdown(rows: list[tuple[Figure, list[Claim]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def not_run(fig: Figure, note: str) -> list[Claim]:
+    return [Claim(fig.title, "see the paper", "not run", "—", None, note=note)]
+
+
+def needs(fig: Figure) -> str:
+    return "needs " + ("a GPU and CIFAR-10: `make figs-gpu`" if fig.gpu else f"`samrepro-figs {fig.id}`")
+
+
 def main(argv: list[str] | None = None) -> None:
     figures = registry()
-    parser = argparse.ArgumentParser(prog="samrepro-figs", description=__doc__)
-    parser.add_argument("ids", nargs="*", help=f"figure ids (default: all CPU figures): {', '.join(figures)}")
+    parser = argparse.ArgumentParser(prog="samrepro-figs", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("ids", nargs="*", help=f"figure ids (default: all): {', '.join(figures)}")
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--gpu", action="store_true",
                         help="run the sweeps of the GPU figures (those named, default all), not the CPU ones")
+    parser.add_argument("--claims", action="store_true",
+                        help="with ids: rewrite CLAIMS.md too, judging the other figures from their CSVs")
     args = parser.parse_args(argv)
     unknown = [i for i in args.ids if i not in figures]
     if unknown:
         parser.exit(2, f"samrepro-figs: error: unknown figure id {unknown[0]}; allowed: {', '.join(figures)}\n")
     (args.results / "figures").mkdir(parents=True, exist_ok=True)
-    selected = args.ids or [i for i, f in figures.items() if f.gpu == args.gpu]
-    rows, failed = [], []
-    for fig_id, fig in figures.items():
-        csv = args.results / f"{fig_id}.csv"
-        if fig_id in selected and fig.gpu == args.gpu:
-            start = time.perf_counter()
+    rows, failed = {}, []
+    for fig_id in args.ids or figures:
+        fig = figures[fig_id]
+        csv, manifest_path = args.results / f"{fig_id}.csv", args.results / f"{fig_id}.manifest.json"
+        manifest, before, start = read_manifest(manifest_path), file_states(args.results), time.perf_counter()
+        if fig.gpu == args.gpu:
             try:
-                df = produce(fig, csv)
+                df, made = make_csv(fig, csv, manifest)
             except (ConfigError, SystemExit) as err:  # SystemExit: the sweep's one-line error, already printed
                 if isinstance(err, ConfigError):
                     print(f"samrepro-figs: error: {fig_id}: {err}", file=sys.stderr)
                 failed.append(fig_id)
-                rows.append((fig, [Claim(fig.title, "see the paper", "not run", "—", None,
-                                         note="its sweep failed: see the error printed by samrepro-figs")]))
+                rows[fig_id] = not_run(fig, "its sweep failed: see the error printed by samrepro-figs")
                 continue
-            print(f"{fig_id}: {len(df)} rows in {time.perf_counter() - start:.1f} s")
-        elif csv.exists():
-            df = pd.read_csv(csv)
+        elif csv.exists():  # the other kind's figure: drawn and judged from its committed CSV
+            df, made = pd.read_csv(csv), {k: manifest[k] for k in ("inputs", "csv_sha256") if k in manifest}
         else:
-            need = "a GPU and CIFAR-10: `make figs-gpu`" if fig.gpu else f"`samrepro-figs {fig_id}`"
-            rows.append((fig, [Claim(fig.title, "see the paper", "not run", "—", None, note=f"needs {need}")]))
-            print(f"{fig_id}: not run (needs {need})")
+            rows[fig_id] = not_run(fig, needs(fig))
+            print(f"{fig_id}: not run ({needs(fig)})")
             continue
-        stem = args.results / "figures" / fig_id
-        if not newer_than(stem.with_suffix(".png"), [csv, Path(inspect.getfile(fig.draw))]):
-            fig.draw(df, stem)
-        rows.append((fig, fig.claims(df)))
-    write_text_atomic(args.results / "CLAIMS.md", claims_markdown(rows))
-    for fig, claims in rows:
+        made["drawn_from"] = draw_if_stale(fig, df, args.results / "figures" / fig_id, file_sha256(csv), manifest)
+        if made != manifest:
+            write_text_atomic(manifest_path, json.dumps(made, indent=2, sort_keys=True) + "\n")
+        written = [str(p) for p, state in file_states(args.results).items() if before.get(p) != state]
+        print(f"{fig_id}: {len(df)} rows in {time.perf_counter() - start:.1f} s; "
+              + (f"wrote {', '.join(written)}" if written else "up to date, nothing written"))
+        rows[fig_id] = fig.claims(df)
+    for fig_id, claims in rows.items():
         for c in claims:
-            print(f"  [{c.verdict}] {fig.id}: {c.claim} — measured {c.measured}")
+            print(f"  [{c.verdict}] {fig_id}: {c.claim} — measured {c.measured}")
+    claims_md = args.results / "CLAIMS.md"
+    if args.ids and not args.claims:
+        print(f"{claims_md} left as it is: a full run (samrepro-figs with no ids, `make figs`) or --claims rewrites it")
+    else:
+        for fig_id, fig in figures.items():  # the figures not named: judged from their committed CSVs
+            if fig_id not in rows:
+                csv = args.results / f"{fig_id}.csv"
+                rows[fig_id] = fig.claims(pd.read_csv(csv)) if csv.exists() else not_run(fig, needs(fig))
+        write_text_atomic(claims_md, claims_markdown([(fig, rows[fig_id]) for fig_id, fig in figures.items()]))
+        print(f"wrote {claims_md}")
     if failed:
         parser.exit(2, f"samrepro-figs: error: {len(failed)} figure(s) failed: {', '.join(failed)}\n")
