@@ -108,6 +108,13 @@ def plot(df: pd.DataFrame, y: str, x: str = "step", hue: str | None = None, styl
     df = df[np.isfinite(df[y])]
     if x != "step" and "step" in df:  # one point per run: its last finite value
         df = df.sort_values("step").groupby(run, sort=False).tail(1)
+    ticks = None  # against a config key: each of its values labelled (a name such as opt at 0, 1, …)
+    if x != "step" and not pd.api.types.is_numeric_dtype(df[x]):
+        names = sorted(df[x].astype(str).unique())
+        df = df.assign(**{x: df[x].astype(str).map({v: i for i, v in enumerate(names)})})
+        ticks = (range(len(names)), names)
+    elif x != "step" and df[x].nunique() <= 10:
+        ticks = (np.unique(df[x]), [label([x], (v,)) for v in np.unique(df[x])])
     hue_values = list(df[hues].drop_duplicates().sort_values(hues).itertuples(index=False, name=None))
     colors = dict(zip(hue_values, palette(len(hue_values)), strict=True))
     styles = {v: LINESTYLES[i % len(LINESTYLES)] for i, v in enumerate(sorted(df[style].unique()))} if style else {}
@@ -134,9 +141,8 @@ def plot(df: pd.DataFrame, y: str, x: str = "step", hue: str | None = None, styl
             n_lines += 1
             n_diverged += len(diverged)
         ax.set(xscale="log" if logx else "linear", yscale="log" if logy else "linear")
-        values = np.unique(df[x]) if x != "step" else []
-        if 1 < len(values) <= 10 and pd.api.types.is_numeric_dtype(df[x]):  # few values: label each
-            ax.set_xticks(values, [label([x], (v,)) for v in values])
+        if ticks:
+            ax.set_xticks(*ticks)
         ax.grid(alpha=0.3)
         if col:
             ax.set_title(f"{col} = {label([col], (panel,))}", fontsize=10)
@@ -166,7 +172,8 @@ def plot(df: pd.DataFrame, y: str, x: str = "step", hue: str | None = None, styl
         fixed.append(f"{n_seeds} seeds: " + ("one line each" if by_seed else "mean, band min–max"))
     fig.suptitle(f"{y} against {x}" + (f" ({'; '.join(fixed)})" if fixed else ""), fontsize=11)
     fig.tight_layout()
-    note = f"{n_lines} lines, {n_diverged} diverged runs marked ×"
+    note = f"{n_lines} line{'s' * (n_lines != 1)}, " + (f"{n_diverged} diverged run{'s' * (n_diverged != 1)} marked ×"
+                                                       if n_diverged else "no run diverged")
     if others:
         note += (f"; {', '.join(others)} also {'vary' if len(others) > 1 else 'varies'}: lines of one colour and "
                  f"style differ in {'them' if len(others) > 1 else 'it'} (use --style, --col or --where)")
@@ -209,7 +216,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     stem = args.output.with_suffix("") if args.output and args.output.suffix in (".png", ".pdf") else args.output
     if stem is None:  # not inside a run folder: samrepro would refuse a run folder holding other files
         folder = args.source if args.source.is_dir() and not (args.source / SUMMARY).exists() else None
-        stem = folder / f"plot_{y}" if folder else args.source.with_name(f"{args.source.stem}_plot_{y}")
+        base = args.source.stem if args.source.is_file() else args.source.name
+        stem = folder / f"plot_{y}" if folder else args.source.with_name(f"{base}_plot_{y}")
     stem.parent.mkdir(parents=True, exist_ok=True)
     save(fig, stem)
     print(f"samrepro-plot: {stem}.png, {stem}.pdf: {y} against {args.x}, {note}")

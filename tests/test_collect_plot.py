@@ -99,7 +99,9 @@ def test_a_diverged_run_ends_in_a_cross_at_its_last_logged_point(sweep):
     assert len(crosses) == 1 and list(crosses[0].get_xdata()) == [DIVERGED_AT] * 2
     assert list(crosses[0].get_ydata()) == list(last) and last.iloc[0] > 1e12  # the loss that passed the ceiling
     assert "diverged" in [t.get_text() for t in fig.legends[0].get_texts()]
-    assert "12 lines, 2 diverged" in note
+    assert "12 lines, 2 diverged" in note and len(fig.axes[0].collections) == 12  # a min–max band over 2 seeds each
+    fig, note = plot.plot(df, "loss", hue="opt", style="rho", seeds="lines")
+    assert "24 lines, 2 diverged" in note and not fig.axes[0].collections
 
 
 @pytest.mark.parametrize("args, message", [
