@@ -2,9 +2,9 @@
 against the step or against a config key, coloured, styled and split by config keys, seeds averaged.
 
 A line is one configuration apart from its seed: ``--seeds band`` draws the mean over its seeds with a
-min–max band, ``--seeds lines`` every seed. A diverged run ends in an × at its last logged point (the
-step before divergence). Against a config key (``-x lr``) a point is a run's last logged value, a line
-joins the runs that did not diverge.
+min–max band, ``--seeds lines`` every seed. A diverged run ends in an × at its last finite logged
+point (usually the step where its loss passed loss_ceiling). Against a config key (``-x lr``) a point is
+a run's last finite value, a line joins the runs that did not diverge.
 """
 
 from __future__ import annotations
@@ -181,24 +181,24 @@ def plot(df: pd.DataFrame, y: str, x: str = "step", hue: str | None = None, styl
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="samrepro-plot", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="samrepro-plot", description=__doc__.replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", type=Path, help="a sweep folder (runs/<name>) or a CSV written by samrepro-collect")
-    parser.add_argument("-y", help="the metric to plot (default: the first metric column)")
-    parser.add_argument("-x", default="step",
+    parser.add_argument("-y", metavar="METRIC", help="the metric to plot (default: the first metric column)")
+    parser.add_argument("-x", default="step", metavar="KEY",
                         help="step (default), or a config key (e.g. lr): then each run's last value")
-    parser.add_argument("--hue", help="config key that sets the colour (default: every key that varies)")
-    parser.add_argument("--style", help="config key that sets the line style")
-    parser.add_argument("--col", help="config key: one panel per value")
+    parser.add_argument("--hue", metavar="KEY", help="config key that sets the colour (default: every key that varies)")
+    parser.add_argument("--style", metavar="KEY", help="config key that sets the line style")
+    parser.add_argument("--col", metavar="KEY", help="config key: one panel per value")
     parser.add_argument("--seeds", choices=("band", "lines"), default="band",
                         help="band: mean over seeds with a min–max band (default); lines: one line per seed")
     parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                         help="keep only runs with KEY=VALUE (VALUE may be a,b); repeatable")
     parser.add_argument("--logx", action="store_true", help="log-scaled x axis")
     parser.add_argument("--logy", action="store_true", help="log-scaled y axis")
-    parser.add_argument("-o", "--output", type=Path,
-                        help="writes OUTPUT.png and OUTPUT.pdf (default: SOURCE/plot_<metric>, beside a CSV "
-                             "<csv>_plot_<metric>)")
+    parser.add_argument("-o", "--output", type=Path, metavar="STEM",
+                        help="writes STEM.png and STEM.pdf (default: SOURCE/plot_<metric>; for a CSV or a run "
+                             "folder, <name>_plot_<metric> beside it)")
     args = parser.parse_args(argv)
     try:
         df = load(args.source)
