@@ -1,4 +1,4 @@
-"""The run folder (DESIGN §3): what it holds, whose it is, and collecting many of them.
+"""The run folder (DESIGN §3): what it holds and whose it is (samrepro/collect.py reads many of them).
 
 A run folder holds ``config.yaml`` (samrepro's copy of the resolved config), ``metrics.csv`` (tidy, one
 row per logged step, ``step`` first; floats written with ``repr`` so the same run gives the same bytes),
@@ -12,24 +12,18 @@ samrepro did not write, and a folder holding another config's result, and never 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import io
 import json
 import os
-import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import yaml
 
 from samrepro.config import ConfigError
-
-if TYPE_CHECKING:  # pandas is imported where it is used: a run does not need it (0.5 s of start-up)
-    import pandas as pd
 
 YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 YamlDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -107,6 +101,7 @@ def claim(run_dir: Path, config: Mapping, own: Iterable[str] = ()) -> str:
     samrepro did not write (``own``: extra names samrepro writes there, e.g. a stage's phase folders),
     the finished result of another config, or another config's checkpoint.
     """
+
     run_dir = Path(run_dir)
     if not run_dir.exists():
         return "new"
@@ -198,54 +193,3 @@ class RunRecord:
         }
         write_json_atomic(self.dir / SUMMARY, summary)
         return summary
-
-
-def run_folders(root: Path) -> list[Path]:
-    """Every run folder below ``root`` (a stage's own folder, which holds its phases' runs, is not one)."""
-    return sorted(p.parent for p in Path(root).rglob(SUMMARY) if (p.parent / METRICS).exists())
-
-
-def collect(run_dirs: Iterable[Path], metrics: bool = True) -> pd.DataFrame:
-    """One tidy DataFrame of many runs: config columns (flattened from each run's ``config.yaml``, e.g.
-    ``task.loss``; lists as strings), the summary's ``status``/``steps_done``/``diverged_at`` and flags,
-    ``run`` (the folder's name) and ``run_dir``, and (``metrics=True``) one row per logged step;
-    otherwise one row per run with the final metrics."""
-    import pandas as pd
-
-    rows = []
-    for run_dir in run_dirs:
-        summary = read_summary(run_dir)
-        if summary is None or not (Path(run_dir) / METRICS).exists():
-            continue
-        info = {k: str(v) if isinstance(v, list) else v for k, v in flatten(load_yaml(Path(run_dir) / CONFIG)).items()}
-        info.update(status=summary["status"], steps_done=summary["steps_done"],
-                    diverged_at=summary.get("diverged_at"), run=Path(run_dir).name, run_dir=str(run_dir))
-        if metrics:
-            with open(Path(run_dir) / METRICS, newline="") as f:
-                rows += [{**{k: float(v) for k, v in r.items()}, **info} for r in csv.DictReader(f)]
-        else:
-            rows.append({**summary["final"], **info})
-    df = pd.DataFrame(rows)
-    if metrics and not df.empty:
-        df["step"] = df["step"].astype(int)
-    return df
-
-
-def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
-    write_text_atomic(Path(path), df.to_csv(index=False, lineterminator="\n"))
-
-
-def collect_main(argv: Sequence[str] | None = None) -> None:
-    """``samrepro-collect SWEEP_DIR [-o out.csv] [--final]``: a sweep's run folders as one CSV."""
-    parser = argparse.ArgumentParser(prog="samrepro-collect", description=collect_main.__doc__)
-    parser.add_argument("sweep_dir", type=Path)
-    parser.add_argument("-o", "--output", type=Path, help="CSV to write (default: stdout)")
-    parser.add_argument("--final", action="store_true", help="one row per run (final metrics)")
-    args = parser.parse_args(argv)
-    if not args.sweep_dir.is_dir():
-        parser.exit(2, f"samrepro-collect: error: sweep_dir={args.sweep_dir}: not a directory\n")
-    df = collect(run_folders(args.sweep_dir), metrics=not args.final)
-    if args.output:
-        write_csv_atomic(df, args.output)
-    else:
-        df.to_csv(sys.stdout, index=False)

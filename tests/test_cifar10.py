@@ -19,10 +19,11 @@ from omegaconf import OmegaConf, open_dict
 
 from samrepro import cli, runner, tasks
 from samrepro.cli import multirun
+from samrepro.collect import collect
 from samrepro.config import ConfigError
 from samrepro.figures import make, registry
 from samrepro.optim import SAM
-from samrepro.records import collect, read_summary
+from samrepro.records import read_summary
 from samrepro.runner import Run
 from samrepro.tasks.cifar10 import CIFAR10Task, ResNet18, augment, group_norm, load_cifar10, make_model
 
@@ -391,7 +392,7 @@ def test_gpu_figure_sweeps_run_and_draw_on_the_generated_data(cifar_root, tmp_pa
     done = df[df.status == "completed"]
     assert set(df["task.model"]) == {"cnn_tanh", "fcn_relu"} and (done.groupby("run").step.max() == 2).all()
     for _, gd in df[df.rho == 0].groupby("task.model"):  # SAM and USAM with ρ = 0 are both exactly GD
-        sam, usam = (gd[gd["opt.name"] == opt].train_loss.tolist() for opt in ("sam", "usam"))
+        sam, usam = (gd[gd["opt"] == opt].train_loss.tolist() for opt in ("sam", "usam"))
         assert sam == usam and len(sam) == 3
     start = df[df.step == 0].groupby("task.model").lambda_max
     assert (start.nunique() == 1).all() and df[df.step > 0].lambda_max.isna().all()  # measured at the init only

@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 
 from samrepro import runner
 from samrepro.cli import multirun
+from samrepro.collect import collect, run_folders
 from samrepro.config import ConfigError
-from samrepro.records import collect, run_folders
 from samrepro.runner import Run
 
 TINY = ["task=single_neuron", "opt=sam", "lr=0.4", "rho=0.1", "steps=20", "log_every=5", "progress=false"]
@@ -153,7 +153,7 @@ def test_the_batched_launcher_writes_what_hydras_own_launcher_writes(samrepro_cl
             h.overrides.hydra = [o for o in h.overrides.hydra if not o.startswith(("hydra/launcher", "hydra.sweep"))]
         assert ours == theirs
     df = collect(run_folders(tmp_path / "runs"))
-    assert len(df) == 3 * 4 and set(df["opt.name"]) == {"gd", "sam", "usam"}
+    assert len(df) == 3 * 4 and set(df["opt"]) == {"gd", "sam", "usam"}
     assert (df.status == "completed").all() and df["task.loss"].eq("logistic").all()
 
 

@@ -38,10 +38,10 @@ def test_eq3_bound_is_the_fixed_point_of_its_recursion():
     assert bias == pytest.approx((1 - q) * bias + lr**2 * beta**3 * rho**2 / 2)
 
 
-def runs_frame(**task) -> pd.DataFrame:
+def runs_frame(name: str, **task) -> pd.DataFrame:
     """Two runs' config columns as a CSV stores them: lists as strings, null as NaN."""
     cols = {f"task.{k}": [v, v] for k, v in task.items()}
-    return pd.DataFrame({**cols, "seed": [0, 0], "lr": [0.1, 0.2]})
+    return pd.DataFrame({"task": [name, name], **cols, "seed": [0, 0], "lr": [0.1, 0.2]})
 
 
 def test_settings_are_read_back_from_the_collected_columns():
@@ -66,14 +66,14 @@ def test_sharpness_at_init_is_the_top_hessian_eigenvalue_of_the_runs_task():
 
 def test_settled_step_is_where_y2_stays_at_its_limit():
     y = np.sqrt([9.0, 5.0, 4.99, 5.2, 5.01, 5.0])  # within 1% of the final y² = 5 from step 4 on
-    gd = pd.DataFrame({"step": range(6), "y": y, "lr": 0.4, "opt.name": "gd"})
+    gd = pd.DataFrame({"step": range(6), "y": y, "lr": 0.4, "opt": "gd"})
     assert dai_fig4.settled_step(gd) == 4
-    sam = gd.assign(**{"opt.name": "sam", "y": np.sqrt([9.0, 0.1, 0.04, 0.06, 0.01, 0.0])})  # 1%·2/η = 0.05
+    sam = gd.assign(**{"opt": "sam", "y": np.sqrt([9.0, 0.1, 0.04, 0.06, 0.01, 0.0])})  # 1%·2/η = 0.05
     assert dai_fig4.settled_step(sam) == 4
 
 
 def test_dai_fig1_calibration_row_checks_the_measured_initial_sharpness():
-    df = pd.DataFrame({"opt.name": "gd", "rho": 0.001, "step": [0, 5], "lambda_max": [37.0, 25.0],
+    df = pd.DataFrame({"opt": "gd", "rho": 0.001, "step": [0, 5], "lambda_max": [37.0, 25.0],
                        "task.init_scale": 1.2, "task.sharpness_iters": 30})
     target = 0.95 * 2 / 0.05
     ok = dai_fig1.calibration_claim(df, 0.05, 1.005 * target)
@@ -92,7 +92,7 @@ def test_a_full_run_sweeps_draws_and_rewrites_claims_md(tmp_path, monkeypatch, c
     for suffix in (".png", ".pdf"):
         assert (tmp_path / "out" / "figures" / f"dai_fig4{suffix}").stat().st_size > 10_000
     df = pd.read_csv(tmp_path / "out" / "dai_fig4.csv")
-    assert set(df["opt.name"]) == {"gd", "sam", "usam"} and df.step.max() == 2000
+    assert set(df["opt"]) == {"gd", "sam", "usam"} and df.step.max() == 2000
     claims = (tmp_path / "out" / "CLAIMS.md").read_text()
     rows = [line for line in claims.splitlines() if line.startswith("| dai_fig4 |")]
     assert len(rows) == 3 and all("**PASS**" in r for r in rows)

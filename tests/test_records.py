@@ -10,8 +10,9 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 
 from samrepro import runner
+from samrepro.collect import collect, run_folders
 from samrepro.config import ConfigError
-from samrepro.records import claim, collect, fingerprint, run_folders
+from samrepro.records import claim, fingerprint
 from samrepro.runner import Run
 
 
@@ -113,4 +114,4 @@ def test_collect_reads_each_runs_own_config_and_skips_a_stage_folder(tmp_path):
     runner.run([Run.of(cfg, tmp_path / "stage" / "phase", opt="gd")])
     (tmp_path / "stage" / "summary.json").write_text(json.dumps({"status": "completed"}))  # a stage's own
     df = collect(run_folders(tmp_path))
-    assert set(df.run) == {"phase"} and set(df["opt.name"]) == {"gd"} and len(df) == 3
+    assert set(df.run) == {"phase"} and set(df["opt"]) == {"gd"} and len(df) == 3

@@ -244,8 +244,8 @@ def test_sam_beats_gd_except_at_the_ceiling_where_it_must_stay_there():
 
     def table(sam_acc):
         rows = [("gd", 1, -0.1, 0.60), ("gd", 2, -2.0, 0.75), ("sam", 1, -1.0, 0.65), ("sam", 2, -2.2, sam_acc)]
-        frame = pd.DataFrame(rows, columns=["opt.name", "lr", "bias", "test_acc"]).assign(diverged=0, dead=0, runs=3)
-        return frame.set_index(["opt.name", "lr"])
+        frame = pd.DataFrame(rows, columns=["opt", "lr", "bias", "test_acc"]).assign(diverged=0, dead=0, runs=3)
+        return frame.set_index(["opt", "lr"])
 
     for sam_acc, passed in ((0.74, True), (0.72, False)):  # GD at η = 2 is at the ceiling (75%)
         t = table(sam_acc)

@@ -10,7 +10,8 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-from samrepro.records import collect_main, read_summary, run_folders
+from samrepro.collect import collect_main, run_folders
+from samrepro.records import read_summary
 from samrepro.runner import thread_share
 
 SWEEP = ["-m", "hydra/launcher=basic", "task=single_neuron", "opt=gd,sam,usam", "lr=0.1,0.2", "steps=3000",
@@ -78,5 +79,5 @@ def test_collect_turns_a_sweep_into_one_csv(tmp_path, monkeypatch):
     collect_main([str(tmp_path / "runs" / "dai_thm2"), "--final", "-o", str(tmp_path / "t.csv")])
     with open(tmp_path / "t.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 22 and {"opt.name", "rho", "status", "x", "y", "task.loss"} <= set(rows[0])
+    assert len(rows) == 22 and {"opt", "rho", "status", "x", "y", "task.loss"} <= set(rows[0])
     assert {r["status"] for r in rows} == {"completed", "diverged"}

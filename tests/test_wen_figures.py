@@ -47,7 +47,7 @@ def test_limiting_regularizers_ignore_the_zero_eigenvalues():
 
 def test_fig1_names_the_runs_that_diverged():
     runs = [("a", 0.002, 2.0, "completed"), ("b", 0.005, 2.0, "diverged"), ("c", 0.005, 0.5, "completed")]
-    df = pd.DataFrame([{"run": r, "step": 10, "lr": lr, "rho": rho, "status": status, "opt.name": "gd_ascent",
+    df = pd.DataFrame([{"run": r, "step": 10, "lr": lr, "rho": rho, "status": status, "opt": "gd_ascent",
                         "task.batch_size": 2, "lr_schedule.name": "constant"} for r, lr, rho, status in runs])
     assert wen_fig1.diverged_note(df, "gd_ascent", 2) == "; ρ = 2 with η = 0.005 diverges"
     assert wen_fig1.diverged_note(df[df.run != "b"], "gd_ascent", 2) == ""

@@ -54,7 +54,7 @@ def save(fig, stem: Path) -> None:
             if axis.get_scale() == "log":
                 axis.set_minor_formatter(plt.NullFormatter())
     for suffix, options in ((".png", {"dpi": 130}), (".pdf", {"metadata": {"CreationDate": None}})):
-        path = stem.with_suffix(suffix)
+        path = stem.with_name(stem.name + suffix)  # not with_suffix: a stem may hold a dot (lr=0.1)
         tmp = path.with_name(path.name + ".tmp")
         fig.savefig(tmp, format=suffix[1:], bbox_inches="tight", **options)
         os.replace(tmp, path)  # atomic: a kill leaves the old figure or the new one

@@ -24,9 +24,9 @@ import pandas as pd
 
 from samrepro import theory
 from samrepro.cli import multirun
+from samrepro.collect import collect
 from samrepro.figures import Claim, Figure, save
 from samrepro.figures.sparse_coding import NETWORK, dead, settings
-from samrepro.records import collect
 
 TIMES = (1, 10)  # ηt at which b and the accuracy are read
 PLATEAU_TOL = 0.005  # |Δb| within which two η are "on the same plateau"

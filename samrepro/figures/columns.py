@@ -30,8 +30,10 @@ def setting(df: pd.DataFrame, key: str) -> object:
 
 
 def task_config(df: pd.DataFrame) -> DictConfig:
-    """The ``task`` group of the runs in ``df`` (every ``task.*`` column; the same in every row)."""
-    return OmegaConf.create({k.removeprefix("task."): setting(df, k) for k in df if k.startswith("task.")})
+    """The ``task`` group of the runs in ``df`` (its name ``task`` and every ``task.*`` column; the same in
+    every row)."""
+    keys = {k.removeprefix("task."): k for k in df if k.startswith("task.")}
+    return OmegaConf.create({"name": setting(df, "task"), **{key: setting(df, col) for key, col in keys.items()}})
 
 
 def sharpness_at_init(df: pd.DataFrame, iters: int = 100) -> float:

@@ -26,7 +26,7 @@ PLATEAU = 0.05  # λ along GD's path has reached its plateau once within 5% of i
 
 def runs_of(df: pd.DataFrame, opt: str) -> dict[float, pd.DataFrame]:
     """One run per ρ for ``opt`` (GD's runs over the ρ grid are identical; the first is kept)."""
-    sub = df[df["opt.name"] == opt]
+    sub = df[df["opt"] == opt]
     return {rho: run.sort_values("step") for rho, run in sub.groupby("rho")}
 
 
@@ -85,7 +85,7 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     ax = axes[3]
     ax.plot(path.step, theory.usam_min_rho(lr, path.lambda_max), "k-o", ms=3,
             label="ρ*(λ_t) = (2/(ηλ_t) − 1)/λ_t on GD's path")
-    usam = final_rows(df[df["opt.name"] == "usam"])
+    usam = final_rows(df[df["opt"] == "usam"])
     for rho in rhos:
         run = usam[usam.rho == rho]
         diverged = (run.status == "diverged").any()
@@ -131,7 +131,7 @@ def claims(df: pd.DataFrame) -> list[Claim]:
         f"holds for ρ ≤ {max(close, default=0):g}; for larger ρ SAM's loss levels off at an O(ρ²) floor "
         f"(Dai eq. 3) while it drifts along the minima, and GD's keeps falling: the first curve is "
         f"{CLOSE_DECADES:g} decade away at step {apart}"))
-    usam = final_rows(df[df["opt.name"] == "usam"])
+    usam = final_rows(df[df["opt"] == "usam"])
     diverged = usam[usam.status == "diverged"]
     onset = diverged.rho.min() if len(diverged) else float("nan")
     stable_below = usam[usam.rho < onset].rho.max() if len(diverged) else usam.rho.max()

@@ -33,10 +33,10 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     fig, axes = plt.subplots(1, len(MODELS), figsize=(12, 4.2), squeeze=False)
     for ax, (model, label) in zip(axes[0], MODELS.items(), strict=True):
         runs = df[df["task.model"] == model]
-        gd = runs[(runs.rho == 0) & (runs["opt.name"] == "sam")]
+        gd = runs[(runs.rho == 0) & (runs["opt"] == "sam")]
         cap = CAP * runs[runs.step == 0].train_loss.max()  # diverging runs are drawn up to the cap
         ax.plot(gd.step, gd.train_loss, color="k", lw=1.5, label="GD")
-        for (opt, rho), run in runs[runs.rho > 0].groupby(["opt.name", "rho"]):
+        for (opt, rho), run in runs[runs.rho > 0].groupby(["opt", "rho"]):
             color = cmap(rhos.index(rho) / max(1, len(rhos) - 1))
             ax.plot(
                 run.step,
@@ -97,8 +97,8 @@ def claims(df: pd.DataFrame) -> list[Claim]:
         final, first = final_rows(runs), runs.loc[runs.groupby("run")["step"].idxmin()]
         bad = unstable(final, first)
         final = final.set_index("run").assign(unstable=bad)
-        sam = final[(final["opt.name"] == "sam") & (final.rho > 0)]
-        usam = final[(final["opt.name"] == "usam") & (final.rho > 0)]
+        sam = final[(final["opt"] == "sam") & (final.rho > 0)]
+        usam = final[(final["opt"] == "usam") & (final.rho > 0)]
         sam_bad = sorted(sam.rho[sam.unstable])
         out.append(
             Claim(

@@ -28,19 +28,19 @@ def limit_claims(final: pd.DataFrame, label: str) -> list[Claim]:
     """Table 1's three limits, checked on the final rows of GD, SAM and USAM runs."""
     claims = []
     y2 = final.y**2
-    gd = final["opt.name"] == "gd"
+    gd = final["opt"] == "gd"
     gap = (theory.gd_limit_y2(final.lr) - y2)[gd] / final.lr[gd]
     claims.append(Claim(
         f"GD: y∞² ≈ 2/η ({label})", "0 ≤ 2/η − y∞² = O(η)",
         f"(2/η − y∞²)/η ∈ [{gap.min():.2f}, {gap.max():.2f}] over {gd.sum()} runs",
         f"0 ≤ (2/η − y∞²)/η ≤ {GD_SLACK:g}", bool(((gap >= 0) & (gap <= GD_SLACK)).all())))
-    sam = final["opt.name"] == "sam"
+    sam = final["opt"] == "sam"
     ratio = (y2 / theory.gd_limit_y2(final.lr))[sam]
     claims.append(Claim(
         f"SAM: y∞² ≈ 0 ({label})", "y∞² ≈ 0 (drifts to the origin)",
         f"max y∞²/(2/η) = {ratio.max():.2e} over {sam.sum()} runs",
         f"y∞² ≤ {SAM_FRACTION:g}·2/η", bool((ratio <= SAM_FRACTION).all())))
-    usam = final[final["opt.name"] == "usam"]
+    usam = final[final["opt"] == "usam"]
     upper = theory.usam_limit_y2(usam.lr, usam.rho)
     lower = theory.usam_limit_y2_lower(usam.lr, usam.rho)
     u2 = usam.y**2
@@ -62,7 +62,7 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
 
     z = ell(torch.from_numpy(xs * ys)).numpy()
     ax.contour(xs, ys, z, levels=np.geomspace(z.min() + 1e-3, z.max(), 14), colors="0.85", linewidths=0.7)
-    for opt, run in df.groupby("opt.name"):
+    for opt, run in df.groupby("opt"):
         ax.plot(run.x, run.y, "-o", ms=1.5, lw=0.8, color=COLORS[opt], label=opt.upper())
         ax_t.plot(run.step, run.y**2, color=COLORS[opt], label=f"{opt.upper()} $y_t^2$")
     for a in (ax, ax_t):
@@ -86,7 +86,7 @@ def settled_step(run: pd.DataFrame) -> int:
     below SAM_FRACTION·2/η (SAM, which keeps drifting toward 0)."""
     run = run.sort_values("step")
     y2 = run.y**2
-    if run["opt.name"].iloc[0] == "sam":
+    if run["opt"].iloc[0] == "sam":
         ok = y2 <= SAM_FRACTION * theory.gd_limit_y2(run.lr)
     else:
         ok = (y2 / y2.iloc[-1] - 1).abs() <= SETTLED
@@ -97,7 +97,7 @@ def settled_step(run: pd.DataFrame) -> int:
 def claims(df: pd.DataFrame) -> list[Claim]:
     out = limit_claims(final_rows(df), f"η={setting(df, 'lr'):g}, ρ={setting(df, 'rho'):g}")
     for claim, opt in zip(out, ("gd", "sam", "usam"), strict=True):
-        claim.measured += f"; there from step {settled_step(df[df['opt.name'] == opt])} on"
+        claim.measured += f"; there from step {settled_step(df[df['opt'] == opt])} on"
     return out
 
 

@@ -40,7 +40,7 @@ def accuracy_changes(df: pd.DataFrame) -> pd.DataFrame:
     final = final_rows(df).set_index("run")
     return pd.DataFrame(
         {
-            "opt": final["opt.name"].where(final.rho > 0, "gd"),
+            "opt": final["opt"].where(final.rho > 0, "gd"),
             "rho": final.rho,
             "test_change": final.test_acc - first.test_acc,
             "min_train_acc": df.groupby("run").train_acc.min(),
@@ -57,9 +57,9 @@ def draw_accuracies(df: pd.DataFrame, stem: Path, title: str) -> None:
     cmap = plt.get_cmap("viridis")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, metric in zip(axes, ("train_acc", "test_acc"), strict=True):
-        gd = df[(df.rho == 0) & (df["opt.name"] == "sam")]
+        gd = df[(df.rho == 0) & (df["opt"] == "sam")]
         ax.plot(epoch[gd.index], gd[metric], color="k", lw=1.5, label="GD")
-        for (opt, rho), run in df[df.rho > 0].groupby(["opt.name", "rho"]):
+        for (opt, rho), run in df[df.rho > 0].groupby(["opt", "rho"]):
             ax.plot(
                 epoch[run.index],
                 run[metric],

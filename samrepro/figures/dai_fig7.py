@@ -18,7 +18,7 @@ from samrepro.figures.sparse_coding import draw_runs, lr_label, sam_beats_gd, se
 
 def draw(df: pd.DataFrame, stem: Path) -> None:
     d, _, c = settings(df)
-    rho = df[df["opt.name"] != "gd"].rho.iloc[0]
+    rho = df[df["opt"] != "gd"].rho.iloc[0]
     draw_runs(df, stem, f"Dai et al. Fig. 7: ρ = {rho:g}, on c·L (c = {c:.4g}); SAM solid, USAM dashed, GD "
               f"grey; mean over {df.seed.nunique()} seeds, band = min–max", "lr", lambda lr: lr_label(lr, d, c))
 

@@ -22,7 +22,7 @@ SMALL_LR = 0.4  # the largest η counted as "small" (the regime of Thm 3–5)
 
 
 def table(final: pd.DataFrame) -> pd.DataFrame:
-    t = final.assign(y2=final.y**2).pivot_table(index=["lr", "rho"], columns="opt.name", values="y2")
+    t = final.assign(y2=final.y**2).pivot_table(index=["lr", "rho"], columns="opt", values="y2")
     t["2/η"] = theory.gd_limit_y2(t.index.get_level_values("lr"))
     t["ỹ² (eq. 7)"] = theory.usam_limit_y2(t.index.get_level_values("lr"), t.index.get_level_values("rho"))
     return t.rename(columns={"gd": "GD y∞²", "sam": "SAM y∞²", "usam": "USAM y∞²"})
@@ -31,16 +31,16 @@ def table(final: pd.DataFrame) -> pd.DataFrame:
 def draw(df: pd.DataFrame, stem: Path) -> None:
     final = final_rows(df)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), layout="constrained")
-    gd = final[final["opt.name"] == "gd"].drop_duplicates("lr")
+    gd = final[final["opt"] == "gd"].drop_duplicates("lr")
     lrs = np.geomspace(gd.lr.min() * 0.8, gd.lr.max() * 1.2, 50)
     axes[0].plot(lrs, theory.gd_limit_y2(lrs), "k--", lw=0.8, label="2/η")
     axes[0].plot(gd.lr, gd.y**2, "o", color=COLORS["gd"], label="GD y∞²")
     axes[0].set(xscale="log", yscale="log", xlabel="η", ylabel="y∞²", title="GD: y∞² ≈ 2/η")
-    sam = final[final["opt.name"] == "sam"]
+    sam = final[final["opt"] == "sam"]
     for lr, runs in sam.groupby("lr"):
         axes[1].plot(runs.rho, runs.y**2, "o-", label=f"η={lr:g}")
     axes[1].set(xscale="log", yscale="log", xlabel="ρ", ylabel="y∞²", title="SAM: y∞² ≈ 0 for every (η, ρ)")
-    usam = final[final["opt.name"] == "usam"]
+    usam = final[final["opt"] == "usam"]
     pred = theory.usam_limit_y2(usam.lr, usam.rho)
     small = usam.lr <= SMALL_LR
     axes[2].plot(pred[small], usam.y[small] ** 2, "o", color=COLORS["usam"], label=f"η ≤ {SMALL_LR:g}")

@@ -26,7 +26,7 @@ def claims(df: pd.DataFrame) -> list[Claim]:
     lam = setting(df, "task.eigenvalues")
     beta, alpha = max(lam), min(lam)
     final = final_rows(df)
-    sam = final[(final["opt.name"] == "sam") & (final.lr < theory.gd_max_lr(beta))]
+    sam = final[(final["opt"] == "sam") & (final.lr < theory.gd_max_lr(beta))]
     loss0 = setting(df[df.step == 0], "loss")
     bound = pd.Series(theory.sam_loss_bound(sam.lr, sam.rho, alpha, beta, sam.steps_done, loss0), index=sam.index)
     within = sam.loss <= bound + 1e-12

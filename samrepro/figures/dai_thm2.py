@@ -23,7 +23,7 @@ COVERED = 3.0  # a SAM run is judged when it lasts ≥ 3 drift time constants 1/
 def draw(df: pd.DataFrame, stem: Path) -> None:
     lr = setting(df, "lr")
     fig, (ax, ax_r) = plt.subplots(1, 2, figsize=(12, 4.3))
-    sam = df[df["opt.name"] == "sam"]
+    sam = df[df["opt"] == "sam"]
     for i, (rho, run) in enumerate(sam.groupby("rho")):
         color = plt.cm.viridis(i / max(1, sam.rho.nunique() - 1))
         ax.plot(run.step, np.maximum(run.x.abs(), run.y.abs()), color=color, lw=1, label=f"ρ={rho:.3g}")
@@ -31,7 +31,7 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     ax.set(yscale="log", xlabel="step", ylabel="max(|x|, |y|)", title="SAM: enters |x|,|y| ≤ 5ρ (dotted)")
     ax.legend(fontsize=7, ncol=2, loc="upper right")
     final = final_rows(df)
-    for opt, runs in final.groupby("opt.name"):
+    for opt, runs in final.groupby("opt"):
         ok = runs.status != "diverged"
         m = np.maximum(runs.x.abs(), runs.y.abs())
         ax_r.plot(runs.rho[ok] / lr, m[ok], "o", color=COLORS[opt], label=f"{opt.upper()} final max(|x|,|y|)")
@@ -49,13 +49,13 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
 def claims(df: pd.DataFrame) -> list[Claim]:
     final = final_rows(df)
     lr, steps = setting(df, "lr"), setting(df, "steps")
-    usam = final[final["opt.name"] == "usam"]
+    usam = final[final["opt"] == "usam"]
     above = usam[usam.rho >= theory.usam_factorization_min_rho(lr) - 1e-12]
     first = usam[usam.status == "diverged"].rho.min()
     out = [Claim("USAM diverges once ρ ≥ 15η", "every run with ρ ≥ 15η diverges",
                  f"{int((above.status == 'diverged').sum())}/{len(above)} diverged; smallest diverging "
                  f"ρ on the grid = {first / lr:.2f}η", "exact", bool((above.status == "diverged").all()))]
-    sam = final[final["opt.name"] == "sam"]
+    sam = final[final["opt"] == "sam"]
     judged = sam[steps * lr * sam.rho**2 >= COVERED]
     inside = np.maximum(judged.x.abs(), judged.y.abs()) <= theory.sam_factorization_radius(judged.rho)
     drifting = sam[steps * lr * sam.rho**2 < COVERED]

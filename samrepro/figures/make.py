@@ -26,9 +26,10 @@ import matplotlib
 import pandas as pd
 
 from samrepro.cli import multirun
+from samrepro.collect import collect, write_csv_atomic
 from samrepro.config import ConfigError
 from samrepro.figures import Claim, Figure, registry
-from samrepro.records import collect, read_summary, write_csv_atomic, write_text_atomic
+from samrepro.records import read_summary, write_text_atomic
 
 matplotlib.use("Agg")
 

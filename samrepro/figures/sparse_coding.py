@@ -91,7 +91,7 @@ def lr_label(lr: float, d: int, loss_mult: float) -> str:
 def draw_runs(df: pd.DataFrame, stem: Path, title: str, by: str, label) -> None:
     """Test accuracy and bias vs iteration: one colour per value of ``by`` (η or ρ), SAM solid, USAM
     dashed, GD grey (coloured when it is the only optimizer); GD ignores ρ, so over ρ it is drawn once."""
-    opts = [o for o in ("gd", "sam", "usam") if o in set(df["opt.name"])]
+    opts = [o for o in ("gd", "sam", "usam") if o in set(df["opt"])]
     values = sorted(df[by].unique())
     fig, axes = panels(title)
     cmap = plt.cm.viridis if by == "lr" else plt.cm.plasma
@@ -100,7 +100,7 @@ def draw_runs(df: pd.DataFrame, stem: Path, title: str, by: str, label) -> None:
         for opt in opts:
             if opt == "gd" and by == "rho" and i > 0:
                 continue
-            runs = df[(df[by] == value) & (df["opt.name"] == opt)]
+            runs = df[(df[by] == value) & (df["opt"] == opt)]
             grey = opt == "gd" and len(opts) > 1
             name = "GD" if grey and by == "rho" else (None if grey else f"{opt.upper()} {label(value)}")
             style = dict(color=COLORS["gd"], lw=3, alpha=0.6) if grey else dict(color=color, lw=1.2)
@@ -123,11 +123,11 @@ def summary_table(df: pd.DataFrame, by: str) -> pd.DataFrame:
     """Per (optimizer, ``by``): mean bias and test accuracy at the last logged step and halfway
     (``steps``/2), and how many runs diverged or ended dead."""
     final = final_rows(df)
-    half = df[df.step == df.steps // 2].groupby(["opt.name", by])[["bias", "test_acc"]].mean()
-    table = final.groupby(["opt.name", by]).agg(
+    half = df[df.step == df.steps // 2].groupby(["opt", by])[["bias", "test_acc"]].mean()
+    table = final.groupby(["opt", by]).agg(
         bias=("bias", "mean"), test_acc=("test_acc", "mean"),
         diverged=("status", lambda s: int((s == "diverged").sum())), runs=("status", "size"))
-    table["dead"] = dead(final).groupby([final["opt.name"], final[by]]).sum()
+    table["dead"] = dead(final).groupby([final["opt"], final[by]]).sum()
     return table.join(half.add_suffix("_half"))
 
 

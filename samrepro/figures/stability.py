@@ -31,7 +31,7 @@ def draw_phase_diagram(df: pd.DataFrame, stem: Path, lam: float, title: str, log
     lrs, rhos = np.sort(final.lr.unique()), np.sort(final.rho.unique())
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), sharey=True, layout="constrained")
     for ax, opt in zip(axes, ("gd", "sam", "usam")):
-        runs = final[final["opt.name"] == opt].set_index(["rho", "lr"])
+        runs = final[final["opt"] == opt].set_index(["rho", "lr"])
         loss = runs[loss_column].where(runs.status != "diverged").unstack("lr").reindex(index=rhos, columns=lrs)
         diverged = (runs.status == "diverged").unstack("lr").reindex(index=rhos, columns=lrs)
         image = ax.pcolormesh(lrs, rhos, np.log10(loss.to_numpy(dtype=float) + 1e-300), cmap="viridis",
@@ -62,7 +62,7 @@ def boundary_claims(df: pd.DataFrame, lam: float, exact: bool) -> list[Claim]:
         return above[0] if len(above) else np.nan
 
     out = []
-    usam = first_diverging_lr(final[final["opt.name"] == "usam"])
+    usam = first_diverging_lr(final[final["opt"] == "usam"])
     predicted = np.array([next_grid_lr(theory.usam_max_lr(lam, r)) for r in usam.index])
     match = np.isclose(usam.to_numpy(), predicted, equal_nan=True) | (
         np.abs(usam.to_numpy() - predicted) <= np.diff(lrs).max() + 1e-12)
@@ -73,7 +73,7 @@ def boundary_claims(df: pd.DataFrame, lam: float, exact: bool) -> list[Claim]:
         bool(match.all()), note="" if exact or match.all() else
         "a non-quadratic loss: the sharpness changes along the path, so λ at init predicts the boundary only "
         "where divergence sets in within the first steps (large ρ); elsewhere the runs survive longer"))
-    gd = first_diverging_lr(final[final["opt.name"] == "gd"]).iloc[0]
+    gd = first_diverging_lr(final[final["opt"] == "gd"]).iloc[0]
     gd_pred = next_grid_lr(theory.gd_max_lr(lam))
     gd_ok = bool(np.isclose(gd, gd_pred) or abs(gd - gd_pred) <= np.diff(lrs).max() + 1e-12)
     out.append(Claim(f"GD diverges iff η > 2/λ{kind}",
@@ -83,7 +83,7 @@ def boundary_claims(df: pd.DataFrame, lam: float, exact: bool) -> list[Claim]:
                      f"GD survives up to η = {gd:.3g} = {gd * lam / 2:.1f}×2/λ(w0): on this non-quadratic loss "
                      "the iterates leave the sharp initial region (the sharpness drops along the path) "
                      "instead of diverging; λ at init is only a local estimate"))
-    sam = final[(final["opt.name"] == "sam") & (final.lr < theory.gd_max_lr(lam))]
+    sam = final[(final["opt"] == "sam") & (final.lr < theory.gd_max_lr(lam))]
     n_div = int((sam.status == "diverged").sum())
     out.append(Claim(f"SAM with η < 2/λ never diverges, for every ρ{kind}", "0 diverged runs",
                      f"{n_div} of {len(sam)} diverged", "exact", n_div == 0))

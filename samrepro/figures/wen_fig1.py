@@ -35,7 +35,7 @@ SWEEP_COLORS = {("sam", 2): "tab:blue", ("gd_ascent", 2): "tab:red", ("sam", 1):
 
 
 def runs_of(df: pd.DataFrame, opt: str, batch_size: int, **keys: object) -> pd.DataFrame:
-    mask = (df["opt.name"] == opt) & (df["task.batch_size"] == batch_size)
+    mask = (df["opt"] == opt) & (df["task.batch_size"] == batch_size)
     for k, v in keys.items():
         mask &= df[k] == v
     return df[mask]
@@ -84,7 +84,7 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     ax = panels[3]  # where each method ends, over the whole sweep
     _contours(ax, "end points of the whole sweep", "F0+F1")
     final = final_rows(df)
-    for (opt, bs, sched), runs in final.groupby(["opt.name", "task.batch_size", "lr_schedule.name"]):
+    for (opt, bs, sched), runs in final.groupby(["opt", "task.batch_size", "lr_schedule.name"]):
         color = SWEEP_COLORS[(opt, bs)]
         for _, r in runs.iterrows():
             if r.status == "diverged":
