@@ -22,6 +22,7 @@ from samrepro.config import ConfigError
 from samrepro.records import read_summary
 
 EXAMPLE = Path(__file__).resolve().parent / "example_project"
+BIN = Path(sys.executable).parent  # the console scripts of this environment
 RING = OmegaConf.load(EXAMPLE / "conf" / "task" / "ring.yaml")
 CPU = torch.device("cpu")
 COLUMNS = ["step", "loss", "radius", "angle", "lambda_max"]
@@ -90,6 +91,21 @@ def test_a_batched_sweep_of_the_users_task(tmp_path):
             assert 0 < summary["final"]["loss"] and abs(summary["final"]["radius"] - 1) < 3 * lr * 0.05
     for seed, values in angles.items():  # every step is radial: each seed's runs keep the angle it drew
         assert max(values) - min(values) < 1e-12 and abs(values[0] - angles[1 - seed][0]) > 0.1
+
+    # collected and plotted like any sweep
+    collected = subprocess.run([BIN / "samrepro-collect", "runs/adhoc", "-o", "ring.csv"],
+                               cwd=tmp_path, capture_output=True, text=True)
+    assert collected.returncode == 0 and "8 runs (8 completed)" in collected.stderr, collected.stderr
+    plotted = subprocess.run([BIN / "samrepro-plot", "ring.csv", "-y", "radius", "--hue", "opt",
+                              "--style", "lr", "-o", "ring"], cwd=tmp_path, capture_output=True, text=True)
+    assert plotted.returncode == 0, plotted.stderr
+    assert (tmp_path / "ring.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "ring.pdf").stat().st_size > 0
+
+
+def test_the_readme_shows_this_example_as_it_is():
+    readme = (EXAMPLE.parents[1] / "README.md").read_text()
+    for path in ("ringtask/task.py", "conf/task/ring.yaml"):
+        assert (EXAMPLE / path).read_text() in readme, f"README.md must show tests/example_project/{path} verbatim"
 
 
 # ------------------------------------------------------------------------------------ the Task contract
