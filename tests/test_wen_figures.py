@@ -6,14 +6,15 @@ import pandas as pd
 
 from samrepro import theory
 from samrepro.figures import Figure, wen_fig1, wen_table1, wen_thm21
-from samrepro.figures.make import produce
+from samrepro.figures.make import make_csv
 
 
 def test_a_figure_with_compute_skips_the_sweep_and_saves_its_csv(tmp_path):
     df = pd.DataFrame({"a": [1, 2]})
     fig = Figure("no_such_experiment", "t", lambda d, s: None, lambda d: [], compute=lambda: df)
-    out = produce(fig, tmp_path / "no_such_experiment.csv")
+    out, made = make_csv(fig, tmp_path / "no_such_experiment.csv", {})
     pd.testing.assert_frame_equal(out, df)
+    assert set(made["inputs"]) == {"compute_code"} and made["csv_sha256"]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "no_such_experiment.csv"), df)
 
 
