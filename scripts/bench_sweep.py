@@ -1,6 +1,8 @@
-"""A user's own sweep through ``samrepro -m`` against the same work inside ``samrepro-figs`` (issue: one run
-path). Both are timed as whole commands, in this one run, each in a fresh temporary folder:
+"""What a user's command costs, timed as whole commands in this one run, each in a fresh temporary folder:
 
+0. answers without torch: ``samrepro --help`` against ``python -c "import torch"`` (median of 3; the goal
+   is a ratio < 0.5; the one-run and start-up times are medians of 3), and a user's grid against one run at the defaults (``task=quadratic``, 1,000 steps,
+   a row per step): 1, 60 and 300 runs, with the marginal cost of a run;
 1. the 2,700-configuration grid of ``stability_quadratic`` written out on the command line
    (``samrepro -m task=quadratic … opt=gd,sam,usam lr=<30 values> rho=<30 values>``, the batched launcher)
    against ``samrepro-figs stability_quadratic`` (its sweep through the same launcher, plus its CSV and
@@ -9,13 +11,12 @@ path). Both are timed as whole commands, in this one run, each in a fresh tempor
    sweeper and launcher against Hydra's basic sweeper and launcher (``hydra/sweeper=basic
    hydra/launcher=basic``: every job composed up front, then run one after another — how every
    ``samrepro -m`` ran before the batched path; the goal is ≥ 10×), and against Hydra's basic launcher
-   behind the batched sweeper. The start-up both pay (Python, ``import torch``, Hydra) is timed apart, as
-   ``samrepro --help``.
+   behind the batched sweeper.
 
 Each time is printed as it is measured (the whole script: a few minutes on 2 CPU cores).
 
     python scripts/bench_sweep.py
-    python scripts/bench_sweep.py --quick    # a smoke run: part 2 only, on 4 runs of 20 steps
+    python scripts/bench_sweep.py --quick    # a smoke run: small grids, no part 1
 """
 
 from __future__ import annotations
@@ -41,6 +42,25 @@ def timed(cmd: list[str]) -> float:
         if done.returncode:
             sys.exit(f"bench_sweep.py: {' '.join(cmd[:3])} … failed:\n{done.stderr[-3000:]}")
         return time.perf_counter() - start
+
+
+def median_time(cmd: list[str], repeats: int) -> float:
+    return sorted(timed(cmd) for _ in range(repeats))[repeats // 2]
+
+
+def startup_and_grids(sizes: list[int], repeats: int) -> None:
+    """Part 0: --help against importing torch; a grid of n runs (lr values × 3 seeds) against one run."""
+    t_help = median_time([str(BIN / "samrepro"), "--help"], repeats)
+    t_torch = median_time([sys.executable, "-c", "import torch"], repeats)
+    print(f"samrepro --help: {t_help:.2f} s; python -c 'import torch': {t_torch:.2f} s "
+          f"(ratio {t_help / t_torch:.2f}; goal < 0.5)", flush=True)
+    t_one = median_time([str(BIN / "samrepro"), "task=quadratic", "progress=false"], repeats)
+    print(f"one run (task=quadratic, 1,000 steps, a row per step): {t_one:.2f} s", flush=True)
+    for n in sizes:
+        lrs = ",".join(f"{0.001 * (i + 1):.3f}" for i in range(n // 3))
+        t = timed([str(BIN / "samrepro"), "-m", "task=quadratic", "progress=false", f"lr={lrs}", "seed=0,1,2"])
+        print(f"{n} runs: {t:.2f} s (ratio to one run {t / t_one:.2f}; marginal cost of a run "
+              f"{1000 * (t - t_one) / (n - 1):.1f} ms)", flush=True)
 
 
 def grid_against_figs() -> None:
@@ -73,15 +93,16 @@ def batched_against_basic(sweep: dict[str, str]) -> None:
     t_basic = timed([*cmd, "hydra/launcher=basic"])
     print(f"{label}, batched sweeper, Hydra's basic launcher: {t_basic:.1f} s ({t_basic / t_batched:.1f}x)",
           flush=True)
-    print(f"start-up alone (samrepro --help): {timed([str(BIN / 'samrepro'), '--help']):.1f} s", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="skip part 1 and run part 2 on 4 runs (opt=gd,sam lr=0.1,0.2 rho=0.05) of 20 steps")
+                        help="part 0 with a 3-run grid, no part 1, part 2 on 4 runs (opt=gd,sam lr=0.1,0.2 rho=0.05) "
+                             "of 20 steps")
     args = parser.parse_args()
+    startup_and_grids([3] if args.quick else [60, 300, 2700], 1 if args.quick else 3)
     if not args.quick:
         grid_against_figs()
     batched_against_basic(QUICK_SWEEP if args.quick else SWEEP)
