@@ -144,7 +144,7 @@ def validate_run(opt: str, lr: float, rho: float, seed: int) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Checks the keys every run has (DESIGN §2): their types and names against :class:`RunSchema`, then
+    """Checks the keys every run has: their types and names against :class:`RunSchema`, then
     their ranges; tasks check their own keys when built. Top-level keys of a user's own are let through."""
     known = [k for k in cfg if k in RunSchema.__dataclass_fields__]  # a user's own top-level keys pass
     try:

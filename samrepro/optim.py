@@ -1,6 +1,6 @@
 """GD, SAM, USAM and GD on the ascent-direction loss: one update formula with a switch.
 
-With g = ∇L(w) on the current batch (DESIGN §4):
+With g = ∇L(w) on the current batch:
 
     GD         w ← w − η g
     SAM        w ← w − η ∇L(w + ρ g/‖g‖)               Dai et al. eq. (1), Wen et al. eq. (3)

@@ -1,4 +1,4 @@
-"""The run folder (DESIGN §3): what it holds and whose it is (samrepro/collect.py reads many of them).
+"""The run folder: what it holds and whose it is (samrepro/collect.py reads many of them).
 
 A run folder holds ``config.yaml`` (samrepro's copy of the resolved config), ``metrics.csv`` (tidy, one
 row per logged step, ``step`` first; floats written with ``repr`` so the same run gives the same bytes),

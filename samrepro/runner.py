@@ -1,5 +1,5 @@
 """The runner: resolved run configs in, run folders out — the one path behind a single run, every sweep
-(through the batched launcher or any Hydra launcher) and every stage (DESIGN §1, §3).
+(through the batched launcher or any Hydra launcher) and every stage.
 
 ``run`` first claims every folder (``records.claim``: nothing is written until all are checked), skips
 the runs already finished with their very config, runs once each group of GD runs that differ only in ρ

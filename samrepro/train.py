@@ -1,4 +1,4 @@
-"""The one trainer loop: steps the optimizer, logs metrics, detects divergence (DESIGN §3).
+"""The one trainer loop: steps the optimizer, logs metrics, detects divergence.
 
 It runs C configurations at once when the task batches them (one row stream and one run folder per
 configuration); a configuration that diverges is recorded as such and the others go on. Optionally a

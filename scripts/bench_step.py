@@ -1,4 +1,4 @@
-"""Time one SGD step and one SAM step, ours and pytorch-optimizer's, in one run (DESIGN §7).
+"""Time one SGD step and one SAM step, ours and pytorch-optimizer's, in one run.
 
     python scripts/bench_step.py [--device auto|cpu|cuda] [--batch N] [--steps N] [--warmup 5]
                                  [--models resnet18 cnn_tanh fcn_relu] [--channels-last|--contiguous]

@@ -1,8 +1,8 @@
 """What a user's command costs, timed as whole commands in this one run, each in a fresh temporary folder:
 
-0. answers without torch: ``samrepro --help`` against ``python -c "import torch"`` (median of 3; the goal
-   is a ratio < 0.5; the one-run and start-up times are medians of 3), and a user's grid against one run at the defaults (``task=quadratic``, 1,000 steps,
-   a row per step): 1, 60 and 300 runs, with the marginal cost of a run;
+0. answers without torch: ``samrepro --help`` against ``python -c "import torch"`` (the goal is a ratio
+   < 0.5), and a user's grid against one run at the defaults (``task=quadratic``, 1,000 steps, a row per
+   step): 60, 300 and 2,700 runs, with the marginal cost of a run (start-up and one run: medians of 3);
 1. the 2,700-configuration grid of ``stability_quadratic`` written out on the command line
    (``samrepro -m task=quadratic … opt=gd,sam,usam lr=<30 values> rho=<30 values>``, the batched launcher)
    against ``samrepro-figs stability_quadratic`` (its sweep through the same launcher, plus its CSV and

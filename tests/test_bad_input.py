@@ -1,4 +1,4 @@
-"""The bad-input matrix (DESIGN §2): each bad input ends with exit code 2 and one line naming the key and
+"""The bad-input matrix: each bad input ends with exit code 2 and one line naming the key and
 what is allowed — no traceback — and leaves every file outside runs/ as it was."""
 
 import sys

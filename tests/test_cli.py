@@ -1,4 +1,4 @@
-"""The CLI and run-folder contracts (DESIGN §2, §3): schema, determinism, divergence, interruption, errors."""
+"""The CLI and run-folder contracts: schema, determinism, divergence, interruption, errors."""
 
 import csv
 import json

@@ -1,4 +1,4 @@
-"""The update rules of DESIGN §4 against hand computations, finite differences and each other."""
+"""The update rules against hand computations, finite differences and each other."""
 
 import copy
 import io

@@ -1,4 +1,4 @@
-"""Runs you can trust (DESIGN §3): a run folder knows its config, nothing else is deleted or mislabelled,
+"""Runs you can trust: a run folder knows its config, nothing else is deleted or mislabelled,
 open files stay bounded, and a diverging configuration never disturbs the others of its batch."""
 
 import csv

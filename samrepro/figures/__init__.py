@@ -1,4 +1,4 @@
-"""The figure registry (DESIGN §6): figure id → its experiment sweep, its drawing and its claims.
+"""The figure registry: figure id → its experiment sweep, its drawing and its claims.
 
 Each module of this package that defines ``FIGURE`` registers one figure. Its sweep is
 ``conf/experiment/<id>.yaml`` (run with ``samrepro -m experiment=<id>``); ``draw`` turns the

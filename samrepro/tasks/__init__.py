@@ -1,4 +1,4 @@
-"""Tasks, all behind the interface of :class:`Task` (DESIGN §5); samrepro's own are one module each here.
+"""Tasks, all behind the interface of :class:`Task`; samrepro's own are one module each here.
 
 A task config (``conf/task/<name>.yaml``, or one in a user's own ``--config-dir``) names the function that
 builds its task by ``_target_`` (Hydra's convention): any importable ``build(cfg, n_configs, device) -> Task``,
