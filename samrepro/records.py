@@ -16,6 +16,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,6 +26,7 @@ import yaml
 
 from samrepro.config import ConfigError
 
+log = logging.getLogger("samrepro")
 YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 YamlDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
@@ -75,9 +77,13 @@ def flatten(cfg: Mapping, prefix: str = "") -> dict:
     return out
 
 
-def fingerprint(config: Mapping) -> str:
-    """A hash of the resolved config without the keys that cannot change results (NON_RESULT_KEYS)."""
+def fingerprint(config: Mapping, inputs: Mapping | None = None) -> str:
+    """A hash of the resolved config without the keys that cannot change results (NON_RESULT_KEYS), and of
+    the run's ``inputs`` beyond its config (the code, the device, the content of its files:
+    :func:`samrepro.runner.run_inputs`)."""
     kept = {k: v for k, v in flatten(config).items() if k not in NON_RESULT_KEYS}
+    if inputs is not None:
+        kept["inputs"] = inputs
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -89,19 +95,21 @@ def config_diff(old: Mapping, new: Mapping, most: int = 3) -> list[str]:
     return lines + ([f"… {len(keys) - most} more"] if len(keys) > most else [])
 
 
-def claim(run_dir: Path, config: Mapping, own: Iterable[str] = ()) -> str:
-    """Decides what a run may do with ``run_dir`` for ``config`` (resolved), touching nothing:
+def claim(run_dir: Path, config: Mapping, inputs: Mapping | None = None, own: Iterable[str] = ()) -> str:
+    """Decides what a run may do with ``run_dir`` for ``config`` (resolved) and its ``inputs``, touching nothing:
 
-    * ``"new"``: the folder is absent or empty, or holds no result (only Hydra's record);
-    * ``"done"``: it holds the finished run (completed or diverged) of this very config: skip it;
+    * ``"new"``: the folder is absent or empty, or holds no result (only Hydra's record), or holds the
+      finished run of this config computed from other inputs (other code, device or file contents: it is
+      samrepro's own, and is recomputed in place);
+    * ``"done"``: it holds the finished run (completed or diverged) of this very config and inputs: skip it;
     * ``"resume"``: it holds an unfinished run of this config, or a run of this config that stopped at
       its step cap before ``until`` (only ``steps`` raised) and left a checkpoint: continue it.
 
     Anything else is a :class:`ConfigError` naming the folder, what differs and the fix: files that
     samrepro did not write (``own``: extra names samrepro writes there, e.g. a stage's phase folders),
-    the finished result of another config, or another config's checkpoint.
+    the finished result of another config, a summary that does not belong to the folder's config, or
+    another config's checkpoint.
     """
-
     run_dir = Path(run_dir)
     if not run_dir.exists():
         return "new"
@@ -122,8 +130,17 @@ def claim(run_dir: Path, config: Mapping, own: Iterable[str] = ()) -> str:
         raise ConfigError(f"{run_dir}: holds a run without samrepro's config record (an older samrepro wrote it); "
                           f"it is left as it was — delete that folder to redo the run")
     old = load_yaml(run_dir / CONFIG)
+    if summary is not None and summary.get("fingerprint") != fingerprint(old, summary.get("inputs")):
+        raise ConfigError(f"{run_dir}: its summary.json does not belong to its config.yaml (another process or "
+                          f"program wrote one of them); it is left as it was — delete that folder to redo the run")
     if fingerprint(old) == fingerprint(config):
-        return "done" if summary is not None and summary["status"] in FINISHED else "resume"
+        if summary is None or summary["status"] not in FINISHED:
+            return "resume"
+        if inputs is None or summary.get("inputs") == inputs:
+            return "done"
+        changed = [k for k in inputs if summary.get("inputs", {}).get(k) != inputs[k]]
+        log.info("%s: recomputed: its run was computed from other inputs (%s)", run_dir, ", ".join(changed))
+        return "new"
     diff = config_diff(old, config)
     capped = summary is not None and summary.get("until_reached") is False
     if capped and [d.split(":")[0] for d in diff] == ["steps"] and config["steps"] > old["steps"]:
@@ -142,18 +159,19 @@ class RunRecord:
     atomically at most every FLUSH_SECONDS, at checkpoints and at the end), its summary last. Only one
     file is open at a time, whatever the number of configurations in a batch.
 
-    ``identity`` (task, opt, lr, rho, seed) is repeated in the summary beside the config's fingerprint.
+    ``identity`` (task, opt, lr, rho, seed) is repeated in the summary beside the run's ``inputs`` and the
+    fingerprint of its config and inputs.
     """
 
     def __init__(self, run_dir: Path, identity: dict, metric_names: Sequence[str], config: Mapping,
-                 resume_step: int = 0):
+                 inputs: Mapping, resume_step: int = 0):
         """``resume_step`` > 0 continues a run resumed from a checkpoint of that step: the rows logged up
         to it are kept, later ones dropped."""
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / SUMMARY).unlink(missing_ok=True)
         dump_yaml(dict(config), self.dir / CONFIG)
-        self.identity = {**identity, "fingerprint": fingerprint(config)}
+        self.identity = {**identity, "fingerprint": fingerprint(config, inputs), "inputs": dict(inputs)}
         self.columns = ("step", *metric_names)
         self.rows: list[list[str]] = []
         if resume_step:

@@ -10,6 +10,8 @@ a configuration dimension, so a 30 × 30 × 3 grid costs about one run's Python 
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -17,12 +19,13 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache, cached_property
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from samrepro import tasks
+from samrepro import __version__, tasks
 from samrepro.config import ConfigError, DeviceName, require, validate, validate_run
 from samrepro.optim import SAM
 from samrepro.records import (
@@ -66,6 +69,11 @@ class Run:
         """The keys in which the runs of one batch may differ."""
         return {"opt": self.config["opt"]["name"], "lr": self.config["lr"], "rho": self.config["rho"],
                 "seed": self.config["seed"]}
+
+    @cached_property
+    def inputs(self) -> dict:
+        """:func:`run_inputs` of this run (the same for every run of one task config and device)."""
+        return json.loads(_inputs(json.dumps(self.config["task"], sort_keys=True), self.config["device"]))
 
     def identity(self) -> dict:
         return {"task": self.config["task"]["name"], **self.values}
@@ -119,17 +127,60 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# The modules whose code computes a run (with a task's own module): their hash is part of every run's inputs.
+COMPUTING = ("optim.py", "train.py", "runner.py", "records.py", "sharpness.py", "tasks")
+
+
+@cache
+def code_version(task_target: str) -> str:
+    """samrepro's version and a hash of the code that computes runs of ``task_target``'s task: the
+    COMPUTING modules and, for a task of the user's own package, its module."""
+    root = Path(__file__).parent
+    files = sorted(p for name in COMPUTING for p in ((root / name).rglob("*.py") if (root / name).is_dir()
+                                                       else [root / name]))
+    spec = importlib.util.find_spec(task_target.rpartition(".")[0])
+    if spec is not None and spec.origin and not Path(spec.origin).resolve().is_relative_to(root.resolve()):
+        files.append(Path(spec.origin))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()[:12]
+    return f"{__version__}+{digest}"
+
+
+@cache
+def _file_sha256(path: Path, size: int, mtime_ns: int) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+@cache
+def _inputs(task: str, device: str) -> str:
+    return json.dumps(run_inputs({"task": json.loads(task), "device": device}))
+
+
+def run_inputs(config: Mapping) -> dict:
+    """What a run's result depends on beyond its config, and a finished folder must match to be reused: the
+    code that computes it, the effective device, the content of every file a task key names (e.g. a
+    ``task.init`` checkpoint) and the files of a task's ``data_root`` folder (names, sizes, times)."""
+    files = {}
+    for key, value in config["task"].items():
+        if key == "data_root":
+            folder = tasks.data_folder(value)
+            listing = sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+                             for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+            files[f"task.{key}"] = hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
+        elif isinstance(value, str) and value and Path(value).is_file():
+            stat = Path(value).stat()
+            files[f"task.{key}"] = _file_sha256(Path(value).resolve(), stat.st_size, stat.st_mtime_ns)
+    return {"code": code_version(config["task"].get("_target_", "")),
+            "device": resolve_device(config["device"]).type, "files": files}
+
+
 def check(runs: Sequence[Run]) -> list[str]:
     """What :func:`run` checks before it writes anything: raises ConfigError for a folder it may not use or
     a config that is not valid; returns each run's claim (``new``, ``done`` or ``resume``)."""
-    states = [claim(r.dir, r.config) for r in runs]
-    todo = [r for r, s in zip(runs, states) if s != "done"]
-    for config in {batch_key(r.config): r.config for r in todo}.values():
+    for config in {batch_key(r.config): r.config for r in runs}.values():
         validate(OmegaConf.create(config))
-        resolve_device(config["device"])
-    for r in todo:
+    for r in runs:
         validate_run(**r.values)
-    return states
+    return [claim(r.dir, r.config, r.inputs) for r in runs]
 
 
 def run(runs: Sequence[Run], threads: int | None = None) -> list[dict]:
@@ -174,7 +225,8 @@ def copy_result(source: Run, target: Run, summary: dict) -> dict:
     target.write_hydra_record()
     dump_yaml(target.config, target.dir / CONFIG)
     write_text_atomic(target.dir / METRICS, (source.dir / METRICS).read_text())
-    result = {**summary, **target.identity(), "fingerprint": fingerprint(target.config), "same_as": str(source.dir)}
+    result = {**summary, **target.identity(), "fingerprint": fingerprint(target.config, source.inputs),
+              "same_as": str(source.dir)}
     write_json_atomic(target.dir / "summary.json", result)
     return result
 
@@ -227,7 +279,8 @@ def _run_group(base: DictConfig, task: tasks.Task, group: Sequence[tuple[Run, st
         log.info("resumed from step %d: %s", start, first.dir)
     for r, _ in group:
         r.write_hydra_record()
-    records = [RunRecord(r.dir, r.identity(), task.metric_names, r.config, resume_step=start) for r, _ in group]
+    records = [RunRecord(r.dir, r.identity(), task.metric_names, r.config, r.inputs, resume_step=start)
+               for r, _ in group]
     return train(task, optimizer, records, steps=base.steps * unit, log_every=base.log_every * unit,
                  loss_ceiling=base.loss_ceiling, seeds=values["seed"], progress=base.progress, lr_factor=lr_factor,
                  until=until, checkpoint_every=checkpoint_every, start_step=start)
@@ -252,7 +305,8 @@ def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
     record["stage"] = {**resolved["stage"], "phases": {
         n: {k: v for k, v in p.items() if not STEP_CAP.match(f"stage.phases.{n}.{k}")}
         for n, p in resolved["stage"]["phases"].items()}}
-    if claim(run_dir, record, own=names) == "done":
+    inputs = run_inputs(record)
+    if claim(run_dir, record, inputs, own=names) == "done":
         log.info("skipped (finished with this config): %s", run_dir)
         return read_summary(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -275,7 +329,7 @@ def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
                 f"by running the same command with stage.phases.{name}.steps={2 * phase.steps}")
         phases[name] = summary
         init = phase_dir / CHECKPOINT
-    return _save_stage_model(cfg, run_dir, init, phases, resolved, record)
+    return _save_stage_model(cfg, run_dir, init, phases, resolved, record, inputs)
 
 
 def phase_config(cfg: DictConfig, overrides: DictConfig, init: Path | None) -> DictConfig:
@@ -289,7 +343,7 @@ def phase_config(cfg: DictConfig, overrides: DictConfig, init: Path | None) -> D
 
 
 def _save_stage_model(cfg: DictConfig, run_dir: Path, final_checkpoint: Path, phases: dict, recipe: dict,
-                      record: dict) -> dict:
+                      record: dict, inputs: dict) -> dict:
     """Saves the stage's final model with its recipe (the resolved config) and writes the stage summary."""
     save_to = Path(cfg.stage.save_to)
     save_to.parent.mkdir(parents=True, exist_ok=True)
@@ -301,7 +355,7 @@ def _save_stage_model(cfg: DictConfig, run_dir: Path, final_checkpoint: Path, ph
     tmp.replace(save_to)
     summary = {"status": "completed", "steps_done": sum(p["steps_done"] for p in phases.values()), "final": final,
                "checkpoint": str(save_to), "phases": phases,
-               "fingerprint": fingerprint(record)}
+               "fingerprint": fingerprint(record, inputs), "inputs": inputs}
     write_json_atomic(run_dir / "summary.json", summary)
     return summary
 

@@ -3,7 +3,12 @@ open files stay bounded, and a diverging configuration never disturbs the others
 
 import csv
 import json
+import os
 import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hydra import compose as hydra_compose
@@ -29,7 +34,8 @@ def rows(run_dir):
 def test_a_finished_folder_is_reused_only_for_its_own_config(tmp_path):
     cfg = compose("task=quadratic", "steps=20", "log_every=5")
     first = runner.run([Run.of(cfg, tmp_path)])[0]
-    assert first["fingerprint"] == fingerprint(Run.of(cfg, tmp_path).config)
+    run = Run.of(cfg, tmp_path)
+    assert first["fingerprint"] == fingerprint(run.config, run.inputs) and first["inputs"] == run.inputs
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     again = runner.run([Run.of(cfg, tmp_path, threads=1, progress=True)])[0]  # no result key changed
     assert again.pop("skipped") is True and again == first
@@ -66,7 +72,7 @@ def test_gd_runs_once_per_config_whatever_rho(tmp_path):
     for run, summary in zip(runs[1:], copies):
         assert summary["same_as"] == str(runs[0].dir) and summary["rho"] == run.config["rho"]
         assert (run.dir / "metrics.csv").read_bytes() == (runs[0].dir / "metrics.csv").read_bytes()
-        assert summary["fingerprint"] == fingerprint(run.config) != first["fingerprint"]
+        assert summary["fingerprint"] == fingerprint(run.config, run.inputs) != first["fingerprint"]
     assert runner.run(runs) == [{**s, "skipped": True} for s in (first, *copies)]  # all three finished now
 
 
@@ -115,3 +121,44 @@ def test_collect_reads_each_runs_own_config_and_skips_a_stage_folder(tmp_path):
     (tmp_path / "stage" / "summary.json").write_text(json.dumps({"status": "completed"}))  # a stage's own
     df = collect(run_folders(tmp_path))
     assert set(df.run) == {"phase"} and set(df["opt"]) == {"gd"} and len(df) == 3
+
+
+def test_a_summary_that_is_not_its_configs_is_never_served(tmp_path):
+    cfg = compose("task=quadratic", "steps=4")
+    runner.run([Run.of(cfg, tmp_path)])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    (tmp_path / "summary.json").write_text(json.dumps({**summary, "fingerprint": "0" * 16}))
+    with pytest.raises(ConfigError, match="summary.json does not belong to its config.yaml"):
+        runner.run([Run.of(cfg, tmp_path)])
+
+
+@pytest.mark.slow
+def test_a_finished_folder_is_recomputed_when_its_code_or_files_change(tmp_path):
+    """The fingerprint covers a run's inputs, not only its config: the code of its task (here a user's
+    module), the content of a file a task key names, and the files of a data_root folder."""
+    project = tmp_path / "project"
+    shutil.copytree(Path(__file__).parent / "example_project", project)
+    (tmp_path / "table.txt").write_text("1 2 3")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "batch_1").write_text("pixels")
+    args = ["--config-dir", str(project / "conf"), "task=ring", "steps=5", "progress=false",
+            "+task.table=table.txt", "+task.data_root=data", "hydra.run.dir=run"]
+
+    def samrepro():
+        done = subprocess.run([sys.executable, "-m", "samrepro", *args], cwd=tmp_path, capture_output=True,
+                              text=True, env={**os.environ, "PYTHONPATH": str(project)}, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout + done.stderr
+
+    samrepro()
+    inputs = json.loads((tmp_path / "run" / "summary.json").read_text())["inputs"]
+    assert inputs["device"] == "cpu" and set(inputs["files"]) == {"task.table", "task.data_root"}
+    assert "skipped 1 finished run" in samrepro()
+    changes = [(project / "ringtask" / "task.py", "\n# an edit\n", "code"),
+               (tmp_path / "table.txt", " 4", "files"),
+               (tmp_path / "data" / "batch_2", "more pixels", "files")]
+    for path, text, what in changes:
+        with open(path, "a") as f:
+            f.write(text)
+        assert f"recomputed: its run was computed from other inputs ({what})" in samrepro()
+        assert "skipped 1 finished run" in samrepro()

@@ -11,7 +11,9 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import torch
 from hydra.utils import get_object
@@ -149,6 +151,12 @@ def check_contract(task: object, origin: str) -> None:
         else:
             continue
         raise ConfigError(f"{origin}: the task it built {problem}; see the Task contract in the README)")
+
+
+def data_folder(data_root: str | None) -> Path:
+    """A task's data folder: its ``data_root`` key, else the environment variable SAMREPRO_DATA, else ./data.
+    Its files' names, sizes and times are part of each run's inputs (:func:`samrepro.runner.run_inputs`)."""
+    return Path(data_root or os.environ.get("SAMREPRO_DATA") or "data")
 
 
 def float_list(cfg: DictConfig, key: str, length: int | None = None) -> list[float]:

@@ -40,7 +40,6 @@ import contextlib
 import functools
 import itertools
 import math
-import os
 import pickle
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -55,7 +54,7 @@ from torchvision.models.resnet import BasicBlock
 
 from samrepro.config import ConfigError, require
 from samrepro.sharpness import top_eigenvalue
-from samrepro.tasks import Task, resolve_target
+from samrepro.tasks import Task, data_folder, resolve_target
 
 MODELS = ("resnet18", "cnn_tanh", "fcn_relu")
 DEFAULT_WIDTH = {"resnet18": 64, "cnn_tanh": 32, "fcn_relu": 200}
@@ -181,11 +180,6 @@ class CIFAR10Files(CIFAR10):
 
 DATA_FILES = tuple(name for name, _ in CIFAR10.train_list + CIFAR10.test_list)
 IMAGE_VALUES = 3 * 32 * 32
-
-
-def data_root(cfg: DictConfig) -> Path:
-    """``task.data_root``, else the environment variable SAMREPRO_DATA, else ./data."""
-    return Path(cfg.data_root or os.environ.get("SAMREPRO_DATA") or "data")
 
 
 def read_batch(path: Path, root: Path) -> tuple[Tensor, Tensor]:
@@ -571,7 +565,7 @@ def build(cfg: DictConfig, n_configs: int, device: torch.device) -> CIFAR10Task:
         init,
         "allowed: scratch, or the path of an existing checkpoint (e.g. written by stage=adversarial_init)",
     )
-    train_x, train_y, test_x, test_y = load_cifar10(data_root(cfg), cfg.download)
+    train_x, train_y, test_x, test_y = load_cifar10(data_folder(cfg.data_root), cfg.download)
     dims = (0,) if cfg.standardize == "pixel" else (0, 2, 3)
     full = train_x.float()
     mean, std = full.mean(dims, keepdim=True), full.std(dims, keepdim=True).clamp_min(1e-6)
