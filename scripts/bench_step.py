@@ -71,17 +71,17 @@ def make_task(model: str, batch: int, device: torch.device, compile: bool, bf16:
               channels_last: bool) -> CIFAR10Task:
     import torch
 
-    from samrepro.tasks.cifar10 import DEFAULT_WIDTH, CIFAR10Task
+    from samrepro.tasks.cifar10 import CIFAR10Task, model_maker
 
     x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    make, keys = model_maker(model, None, "groupnorm")
     return CIFAR10Task(
         x,
         y,
         x,
         y,
-        model=model,
-        width=DEFAULT_WIDTH[model],
-        norm="groupnorm",
+        model=make,
+        model_keys=keys,
         loss="ce",
         batch_size=batch,
         chunk_size=batch,
@@ -166,7 +166,8 @@ def main() -> None:
 
     import torch
 
-    from samrepro.config import ConfigError, resolve_device
+    from samrepro.config import ConfigError
+    from samrepro.runner import resolve_device
 
     try:
         device = resolve_device(args.device)
