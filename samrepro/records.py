@@ -13,13 +13,15 @@ samrepro did not write, and a folder holding another config's result, and never 
 from __future__ import annotations
 
 import csv
+import glob
 import hashlib
 import io
 import json
 import logging
 import os
+import socket
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import yaml
@@ -40,12 +42,43 @@ NON_RESULT_KEYS = frozenset({"progress", "threads", "name", "device", "objective
 FLUSH_SECONDS = 30.0  # a running configuration rewrites its metrics.csv at most this often
 
 
+HOST = socket.gethostname()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """The one way samrepro writes a file: ``write(tmp)`` writes a temp file beside ``path``, named for this
+    host and process (``<name>.<host>.<pid>.tmp``: two writers never share one), then renamed onto
+    ``path``, so a kill leaves the old file or the new one. Temp files of ``path`` left by a killed process
+    of this host are removed first."""
+    path = Path(path)
+    for stale in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
+        host, _, pid = stale.name[len(path.name) + 1:-len(".tmp")].rpartition(".")
+        if host == HOST and pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    tmp = path.with_name(f"{path.name}.{HOST}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
-    """Writes ``path`` through a temp file in the same folder and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+
+    write_atomic(path, write)
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:

@@ -38,6 +38,7 @@ from samrepro.records import (
     dump_yaml,
     fingerprint,
     read_summary,
+    write_atomic,
     write_json_atomic,
     write_text_atomic,
 )
@@ -348,11 +349,9 @@ def _save_stage_model(cfg: DictConfig, run_dir: Path, final_checkpoint: Path, ph
     save_to = Path(cfg.stage.save_to)
     save_to.parent.mkdir(parents=True, exist_ok=True)
     state = torch.load(final_checkpoint, map_location="cpu", weights_only=True)["task"]["model"]
-    tmp = save_to.with_name(save_to.name + ".tmp")
     final = phases[list(phases)[-1]]["final"]
-    torch.save({"model": state, "recipe": recipe, "metrics": final,
-                "phases": {k: v["final"] for k, v in phases.items()}}, tmp)
-    tmp.replace(save_to)
+    model = {"model": state, "recipe": recipe, "metrics": final, "phases": {k: v["final"] for k, v in phases.items()}}
+    write_atomic(save_to, lambda tmp: torch.save(model, tmp))
     summary = {"status": "completed", "steps_done": sum(p["steps_done"] for p in phases.values()), "final": final,
                "checkpoint": str(save_to), "phases": phases,
                "fingerprint": fingerprint(record, inputs), "inputs": inputs}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from samrepro.config import LR_SCHEDULES
 from samrepro.optim import SAM
-from samrepro.records import CHECKPOINT, RunRecord
+from samrepro.records import CHECKPOINT, RunRecord, write_atomic
 from samrepro.tasks import Task
 
 
@@ -53,10 +52,8 @@ def lr_schedule(name: str, final_ratio: float, steps: int) -> Callable[[int], fl
 def save_checkpoint(run_dir: Path, step: int, task: Task, optimizer: SAM) -> None:
     """The trainer's state after ``step`` steps, written atomically to ``<run_dir>/checkpoint.pt`` (after the
     run's rows up to that step are on disk, so that a resumed run finds every row it keeps)."""
-    path = Path(run_dir) / CHECKPOINT
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "task": task.state_dict()}, tmp)
-    os.replace(tmp, path)
+    state = {"step": step, "optimizer": optimizer.state_dict(), "task": task.state_dict()}
+    write_atomic(Path(run_dir) / CHECKPOINT, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(run_dir: Path, task: Task, optimizer: SAM) -> int:

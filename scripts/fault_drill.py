@@ -118,8 +118,8 @@ def attempt(phase: str, sweep: list[str], work: Path, rng: random.Random, durati
         time.sleep(rng.uniform(0, 0.6))
     else:  # the CSV is made stale, so that samrepro-figs rewrites it; killed as its temp file appears
         (work / "results" / "dai_thm2.csv").unlink(missing_ok=True)
-        writing = [work / "results" / "dai_thm2.csv.tmp", work / "results" / "figures" / "dai_thm2.png.tmp"]
-        in_phase = wait_for(lambda: any(p.exists() for p in writing), proc)
+        writing = [(work / "results", "dai_thm2.csv.*.tmp"), (work / "results" / "figures", "dai_thm2.png.*.tmp")]
+        in_phase = wait_for(lambda: any(any(folder.glob(name)) for folder, name in writing), proc)
     killed = kill(proc)
     return {"phase": phase, "at": time.monotonic() - t0, "killed": killed, "in_phase": in_phase,
             "unreadable": check_readable(work)}

@@ -17,7 +17,7 @@ from hydra import initialize_config_module
 from samrepro import runner
 from samrepro.collect import collect, run_folders
 from samrepro.config import ConfigError
-from samrepro.records import claim, fingerprint
+from samrepro.records import HOST, claim, fingerprint, write_atomic
 from samrepro.runner import Run
 
 
@@ -162,3 +162,20 @@ def test_a_finished_folder_is_recomputed_when_its_code_or_files_change(tmp_path)
             f.write(text)
         assert f"recomputed: its run was computed from other inputs ({what})" in samrepro()
         assert "skipped 1 finished run" in samrepro()
+
+
+def test_atomic_writes_use_a_temp_file_of_their_own_and_clean_up_after_killed_writers(tmp_path):
+    target = tmp_path / "metrics.csv"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = tmp_path / f"metrics.csv.{HOST}.{dead.stdout.strip()}.tmp"  # what a killed writer leaves
+    killed.write_text("half a fi")
+    other_host = tmp_path / "metrics.csv.elsewhere.1.tmp"  # a writer on another machine: not ours to judge
+    other_host.write_text("x")
+    seen = []
+    write_atomic(target, lambda tmp: (seen.append(tmp.name), tmp.write_text("step\n")))
+    assert seen == [f"metrics.csv.{HOST}.{os.getpid()}.tmp"] and target.read_text() == "step\n"
+    assert not killed.exists() and other_host.exists()
+    with pytest.raises(RuntimeError):  # a failed write leaves the old file and no temp file
+        write_atomic(target, lambda tmp: (tmp.write_text("new"), (_ for _ in ()).throw(RuntimeError())))
+    assert target.read_text() == "step\n" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "metrics.csv", "metrics.csv.elsewhere.1.tmp"]

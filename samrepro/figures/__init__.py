@@ -9,13 +9,14 @@ the same DataFrame (the CSV committed as ``results/<id>.csv``).
 from __future__ import annotations
 
 import importlib
-import os
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from samrepro.records import write_atomic
 
 
 @dataclass
@@ -55,9 +56,7 @@ def save(fig, stem: Path) -> None:
                 axis.set_minor_formatter(plt.NullFormatter())
     for suffix, options in ((".png", {"dpi": 130}), (".pdf", {"metadata": {"CreationDate": None}})):
         path = stem.with_name(stem.name + suffix)  # not with_suffix: a stem may hold a dot (lr=0.1)
-        tmp = path.with_name(path.name + ".tmp")
-        fig.savefig(tmp, format=suffix[1:], bbox_inches="tight", **options)
-        os.replace(tmp, path)  # atomic: a kill leaves the old figure or the new one
+        write_atomic(path, lambda tmp: fig.savefig(tmp, format=suffix[1:], bbox_inches="tight", **options))
     plt.close(fig)
 
 
