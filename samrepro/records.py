@@ -21,7 +21,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -34,8 +35,8 @@ YamlDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 FINISHED = ("completed", "diverged")
 CONFIG, METRICS, SUMMARY = "config.yaml", "metrics.csv", "summary.json"
-CHECKPOINT, HYDRA_DIR = "checkpoint.pt", ".hydra"
-RUN_FILES = frozenset({CONFIG, METRICS, SUMMARY, CHECKPOINT, HYDRA_DIR})
+CHECKPOINT, HYDRA_DIR, LOCK = "checkpoint.pt", ".hydra", ".samrepro.lock"
+RUN_FILES = frozenset({CONFIG, METRICS, SUMMARY, CHECKPOINT, HYDRA_DIR, LOCK})
 # Keys that cannot change a result: left out of the fingerprint (and of the folder name, conf/config.yaml).
 NON_RESULT_KEYS = frozenset({"progress", "threads", "name", "device", "objective", "task.data_root", "task.download",
                              "stage.save_to"})
@@ -71,6 +72,46 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def locked(run_dirs: Iterable[Path]) -> Iterator[None]:
+    """Holds the lock of each run folder (made if absent) while the block runs, so that one process at a
+    time writes a folder: a file LOCK created exclusively (O_CREAT|O_EXCL), naming this host, process and
+    time. A lock left by a dead process of this host is taken over; a live one is a ConfigError naming its
+    holder, raised before any run starts. The locks are released, and the folders this call made are
+    removed again if they are left empty, however the block ends."""
+    made: list[Path] = []
+    held: list[Path] = []
+    try:
+        for run_dir in map(Path, run_dirs):
+            made += [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # deepest first
+            run_dir.mkdir(parents=True, exist_ok=True)
+            held.append(_take_lock(run_dir / LOCK))
+        yield
+    finally:
+        for path in held:
+            path.unlink(missing_ok=True)
+        for folder in sorted(set(made), key=lambda p: len(p.parts), reverse=True):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+
+def _take_lock(path: Path) -> Path:
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            host, pid, started = (path.read_text().split(maxsplit=2) + ["?", "?", "?"])[:3]
+            if host == HOST and pid.isdigit() and not _alive(int(pid)):
+                path.unlink(missing_ok=True)  # its process is gone: take it over
+                continue
+            raise ConfigError(f"{path.parent}: in use by process {pid} on {host} since {started.strip()}; run it "
+                              f"again once that one ends (or delete {path} if that process is gone)") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{HOST} {os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+        return path
+    raise ConfigError(f"{path.parent}: its lock {path} is being taken over by another process; run it again")
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -35,8 +35,10 @@ from samrepro.records import (
     METRICS,
     RunRecord,
     claim,
+    config_diff,
     dump_yaml,
     fingerprint,
+    locked,
     read_summary,
     write_atomic,
     write_json_atomic,
@@ -73,8 +75,7 @@ class Run:
 
     @cached_property
     def inputs(self) -> dict:
-        """:func:`run_inputs` of this run (the same for every run of one task config and device)."""
-        return json.loads(_inputs(json.dumps(self.config["task"], sort_keys=True), self.config["device"]))
+        return run_inputs(self.config)
 
     def identity(self) -> dict:
         return {"task": self.config["task"]["name"], **self.values}
@@ -151,11 +152,6 @@ def _file_sha256(path: Path, size: int, mtime_ns: int) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-@cache
-def _inputs(task: str, device: str) -> str:
-    return json.dumps(run_inputs({"task": json.loads(task), "device": device}))
-
-
 def run_inputs(config: Mapping) -> dict:
     """What a run's result depends on beyond its config, and a finished folder must match to be reused: the
     code that computes it, the effective device, the content of every file a task key names (e.g. a
@@ -175,21 +171,40 @@ def run_inputs(config: Mapping) -> dict:
 
 
 def check(runs: Sequence[Run]) -> list[str]:
-    """What :func:`run` checks before it writes anything: raises ConfigError for a folder it may not use or
-    a config that is not valid; returns each run's claim (``new``, ``done`` or ``resume``)."""
+    """What :func:`run` checks before it writes anything: raises ConfigError for a config that is not valid,
+    a folder it may not use, or two runs of different configs in one folder; returns each run's claim
+    (``new``, ``done`` or ``resume``, and ``same`` for a run whose folder an earlier run of the same config
+    has: it is computed once)."""
     for config in {batch_key(r.config): r.config for r in runs}.values():
         validate(OmegaConf.create(config))
     for r in runs:
         validate_run(**r.values)
-    return [claim(r.dir, r.config, r.inputs) for r in runs]
+    first: dict[Path, Run] = {}
+    for r in runs:
+        other = first.setdefault(Path(os.path.abspath(r.dir)), r)
+        if other is not r and fingerprint(other.config) != fingerprint(r.config):
+            raise ConfigError(f"{r.dir}: two jobs of this sweep map to this folder with different configs "
+                              f"({'; '.join(config_diff(other.config, r.config))}); give them folders of their own "
+                              f"(hydra.sweep.subdir=… must tell them apart)")
+    return ["same" if first[Path(os.path.abspath(r.dir))] is not r else claim(r.dir, r.config, r.inputs)
+            for r in runs]
 
 
 def run(runs: Sequence[Run], threads: int | None = None) -> list[dict]:
     """Runs what is not finished yet; returns every run's summary, in order (``skipped: true`` added to
-    those finished before). Raises ConfigError (before
-    writing anything: :func:`check`) for a folder it may not use, or a config that is not valid.
+    those finished before). Raises ConfigError before writing anything (:func:`check`) for a config that
+    is not valid or a folder it may not use, and for a folder that another live process holds
+    (:func:`samrepro.records.locked`: the folders are locked while their runs compute).
     ``threads``: torch's CPU threads (None: each config's ``threads`` key, else torch's default)."""
     states = check(runs)
+    with locked(r.dir for r, s in zip(runs, states) if s not in ("done", "same")):
+        states = [claim(r.dir, r.config, r.inputs) if s not in ("done", "same") else s  # claimed again, locked:
+                  for r, s in zip(runs, states)]  # another process may have finished a run meanwhile
+        return _run_claimed(runs, states, threads)
+
+
+def _run_claimed(runs: Sequence[Run], states: Sequence[str], threads: int | None) -> list[dict]:
+    """:func:`run` once every folder is claimed and locked."""
     summaries: list[dict | None] = [read_summary(r.dir) if s == "done" else None for r, s in zip(runs, states)]
     skipped = [r.dir for r, s in zip(runs, states) if s == "done"]
     if skipped:
@@ -199,13 +214,15 @@ def run(runs: Sequence[Run], threads: int | None = None) -> list[dict]:
     copies: dict[int, int] = {}  # an unfinished run → the run whose result it takes
     for i, r in enumerate(runs):
         key = gd_key(r.config)
+        if states[i] == "same":
+            continue
         if key is not None and key not in computed:
             computed[key] = i
         elif key is not None and summaries[i] is None:
             copies[i] = computed[key]
     groups: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(runs):
-        if summaries[i] is None and i not in copies:
+        if summaries[i] is None and i not in copies and states[i] != "same":
             groups[batch_key(r.config)].append(i)
     bases = {key: OmegaConf.create(runs[members[0]].config) for key, members in groups.items()}
     for key, members in groups.items():
@@ -216,7 +233,10 @@ def run(runs: Sequence[Run], threads: int | None = None) -> list[dict]:
                 summaries[i] = summary
     for i, j in copies.items():
         summaries[i] = copy_result(runs[j], runs[i], summaries[j])
-    return [{**s, "skipped": True} if state == "done" else s for s, state in zip(summaries, states)]
+    first = {Path(os.path.abspath(r.dir)): i for i, r in reversed(list(enumerate(runs)))}
+    return [summaries[first[Path(os.path.abspath(r.dir))]] if state == "same" else
+            {**summaries[i], "skipped": True} if state == "done" else summaries[i]
+            for i, (r, state) in enumerate(zip(runs, states))]
 
 
 def copy_result(source: Run, target: Run, summary: dict) -> dict:

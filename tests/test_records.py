@@ -17,7 +17,7 @@ from hydra import initialize_config_module
 from samrepro import runner
 from samrepro.collect import collect, run_folders
 from samrepro.config import ConfigError
-from samrepro.records import HOST, claim, fingerprint, write_atomic
+from samrepro.records import HOST, LOCK, claim, fingerprint, write_atomic
 from samrepro.runner import Run
 
 
@@ -179,3 +179,33 @@ def test_atomic_writes_use_a_temp_file_of_their_own_and_clean_up_after_killed_wr
         write_atomic(target, lambda tmp: (tmp.write_text("new"), (_ for _ in ()).throw(RuntimeError())))
     assert target.read_text() == "step\n" and sorted(p.name for p in tmp_path.iterdir()) == [
         "metrics.csv", "metrics.csv.elsewhere.1.tmp"]
+
+
+def dead_pid() -> str:
+    return subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_one_process_at_a_time_writes_a_folder(tmp_path):
+    cfg = compose("task=quadratic", "steps=4")
+    busy, stale = tmp_path / "busy", tmp_path / "stale"
+    for folder, pid in ((busy, os.getppid()), (stale, dead_pid())):  # a live process (pytest's parent), a dead one
+        folder.mkdir()
+        (folder / LOCK).write_text(f"{HOST} {pid} 2026-01-01T00:00:00\n")
+    with pytest.raises(ConfigError, match=rf"busy: in use by process {os.getppid()} on {HOST} since 2026-01-01"):
+        runner.run([Run.of(cfg, stale), Run.of(cfg, busy, lr=0.2)])
+    assert sorted(p.name for p in busy.iterdir()) == [LOCK] and (busy / LOCK).read_text().split()[1] == str(
+        os.getppid())  # the live holder's lock is left as it was
+    assert not (stale / LOCK).exists() and not (stale / "summary.json").exists()  # nothing ran
+    (summary,) = runner.run([Run.of(cfg, stale)])  # a dead process's lock is taken over
+    assert summary["status"] == "completed" and not (stale / LOCK).exists()  # and released at the end
+
+
+def test_jobs_that_share_a_folder_are_computed_once_or_refused(tmp_path):
+    cfg = compose("task=quadratic", "steps=4")
+    same = runner.run([Run.of(cfg, tmp_path / "a"), Run.of(cfg, tmp_path / "a", threads=2)])
+    assert same[0] == same[1] and same[0]["status"] == "completed"
+    with pytest.raises(ConfigError, match="two jobs of this sweep map to this folder with different configs "
+                                          r"\(lr: 0.1 → 0.2\)"):
+        runner.run([Run.of(cfg, tmp_path / "b"), Run.of(cfg, tmp_path / "b", lr=0.2)])
+    assert not (tmp_path / "b").exists()
