@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -99,8 +100,14 @@ def multirun(overrides: Sequence[str]) -> list[Path]:
     return [d.relative_to(Path.cwd()) if d.is_relative_to(Path.cwd()) else d for d in folders]
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
-    """Console entry point: Hydra's command line, with one-line errors."""
+    """Console entry point: Hydra's command line, with one-line errors. SIGTERM (a time limit, ``scancel``,
+    ``kill``) is an interruption like Ctrl-C: the running configurations keep their rows and say so."""
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         with one_line_errors():
             run()

@@ -2,6 +2,10 @@
 
 import csv
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -169,3 +173,19 @@ def test_each_jobs_config_is_what_hydra_composes_for_it_interpolations_included(
         hydra_own = OmegaConf.to_container(compose(*job), resolve=True)
         assert OmegaConf.to_container(OmegaConf.load(d / "config.yaml")) == hydra_own
         assert hydra_own["lr_copy"] == hydra_own["lr"] and hydra_own["loss_ceiling"] == hydra_own["rho"]
+
+
+@pytest.mark.slow
+def test_sigterm_is_an_interruption_that_keeps_the_rows(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "samrepro", "task=quadratic", "steps=100000000", "log_every=1000",
+                             "progress=false", "hydra.run.dir=long"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "long" / "config.yaml").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "samrepro: interrupted" in err
+    summary = json.loads((tmp_path / "long" / "summary.json").read_text())
+    rows = read_rows(tmp_path / "long" / "metrics.csv")[1:]
+    assert summary["status"] == "interrupted" and summary["steps_done"] == int(rows[-1][0]) >= 1000
