@@ -66,8 +66,9 @@ def run(cfg: DictConfig) -> dict | float:
 
 @contextmanager
 def one_line_errors():
-    """Hydra's and OmegaConf's errors, and samrepro's ConfigError, as the CLI contract says: one line,
-    exit code 2 (``HYDRA_FULL_ERROR=1`` set by the user keeps Hydra's full report)."""
+    """Hydra's and OmegaConf's errors, samrepro's ConfigError and the system's (OSError: a full disk, a
+    folder without write permission) as the CLI contract says: one line, exit code 2 (``HYDRA_FULL_ERROR=1``
+    set by the user keeps Hydra's full report)."""
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its multi-line report
     try:
@@ -78,6 +79,8 @@ def one_line_errors():
         if user_full_error:
             raise
         fail(hydra_error_line(err))
+    except OSError as err:  # a full disk, a read-only folder, a name too long: the path and what the system said
+        fail(f"{err.filename or ''}: {err.strerror or err}")
     finally:
         if not user_full_error:
             del os.environ["HYDRA_FULL_ERROR"]

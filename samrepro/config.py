@@ -4,6 +4,7 @@ run folder's name (``run_dirname``, a resolver of conf/config.yaml). Imports no 
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from dataclasses import dataclass
@@ -103,13 +104,13 @@ def _names(enum: type[Enum]) -> str:
 
 RULES_OF_KEYS = {  # key: (test of its typed value, or None: its type says all; what is allowed)
     "opt.name": (None, _names(OptName)),
-    "lr": (lambda v: v > 0, "must be a number > 0"),
-    "rho": (lambda v: v >= 0, "must be a number >= 0"),
+    "lr": (lambda v: 0 < v < math.inf, "must be a finite number > 0"),
+    "rho": (lambda v: 0 <= v < math.inf, "must be a finite number >= 0"),
     "seed": (None, "must be an integer"),
     "steps": (lambda v: v > 0, "must be an integer > 0"),
     "log_every": (lambda v: v > 0, "must be an integer > 0"),
-    "loss_ceiling": (lambda v: v > 0, "must be a number > 0"),
-    "threads": (lambda v: v is None or v > 0, "must be null (torch's default) or an integer > 0"),
+    "loss_ceiling": (lambda v: 0 < v < math.inf, "must be a finite number > 0"),
+    "threads": (lambda v: v is None or 0 < v <= 1024, "must be null (torch's default) or an integer in 1..1024"),
     "lr_schedule.name": (None, _names(LrScheduleName)),
     "lr_schedule.final_ratio": (lambda v: v > 0, "must be a number > 0"),
     "checkpoint_every": (lambda v: v >= 0, "must be an integer >= 0"),

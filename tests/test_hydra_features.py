@@ -45,7 +45,7 @@ def test_config_errors_and_cfg_import_no_torch(tmp_path):
              "        print('exit', e.code)\nprint('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True)
     assert result.stdout.splitlines()[-1] == "False", result.stdout + result.stderr
-    assert result.stderr.splitlines() == ["samrepro: error: rho=-1: must be a number >= 0",
+    assert result.stderr.splitlines() == ["samrepro: error: rho=-1: must be a finite number >= 0",
                                           "samrepro: error: task=nope: unknown; allowed: cifar10, matrix_sensing, "
                                           "quadratic, single_neuron, sparse_coding, toy4d"]
     assert not (tmp_path / "runs").exists()

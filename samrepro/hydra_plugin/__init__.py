@@ -120,6 +120,8 @@ class Checks(Callback):
             folder = output_folder(config, "hydra.run.dir")
         except ConfigError as err:
             fail(str(err))
+        except OSError as err:  # e.g. a folder name too long
+            fail(f"hydra.run.dir={err.filename}: {err.strerror}")
         self.created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
 
     def on_run_end(self, config: DictConfig, job_return: JobReturn, **kwargs: object) -> None:
