@@ -48,7 +48,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from samrepro.config import ConfigError, fail, is_int, require, validate
+from samrepro.config import ConfigError, fail, is_int, require, run_dirname, validate
 from samrepro.records import YamlDumper, read_summary
 
 if TYPE_CHECKING:  # the runner imports torch: it is imported once runs are built, not to print --help
@@ -57,6 +57,7 @@ if TYPE_CHECKING:  # the runner imports torch: it is imported once runs are buil
 log = logging.getLogger(__name__)
 SCALARS = ("lr", "rho", "seed")
 JOB_KEYS = ("override_dirname", "id", "num")  # what Hydra's launcher sets in hydra.job for each job
+DEFAULT_SUBDIR = "${run_dirname:${hydra:job.override_dirname}}"  # conf/config.yaml's hydra.sweep.subdir
 
 
 def hydra_record(cfg: DictConfig, hydra: dict) -> dict:
@@ -228,11 +229,11 @@ def sweep_report(returns: Sequence[JobReturn], sweep_dir: Path, seconds: float) 
             f"next: samrepro-collect {sweep_dir} -o {sweep_dir}/runs.csv   |   samrepro-plot {sweep_dir}")
 
 
-def override_dirname(overrides: Sequence[Override], job_config: DictConfig) -> str:
-    """Hydra's ``hydra.job.override_dirname``: the task overrides not excluded, sorted, joined."""
-    rule = job_config.override_dirname
-    lines = sorted(o.input_line for o in overrides if o.key_or_group not in rule.exclude_keys)
-    return re.sub("=", rule.kv_sep, rule.item_sep.join(lines))
+def override_dirname(overrides: Sequence[Override], rule: dict) -> str:
+    """Hydra's ``hydra.job.override_dirname`` (``rule``: hydra.job.config.override_dirname): the task
+    overrides not excluded, sorted, joined."""
+    lines = sorted(o.input_line for o in overrides if o.key_or_group not in rule["exclude_keys"])
+    return re.sub("=", rule["kv_sep"], rule["item_sep"].join(lines))
 
 
 def _has_interpolation(node: object) -> bool:
@@ -258,6 +259,13 @@ class _Template:
         hydra["overrides"]["task"] = "__samrepro_task__"
         hydra["runtime"]["output_dir"] = "__samrepro_output_dir__"
         self.hydra_yaml = yaml.dump({"hydra": hydra}, Dumper=YamlDumper, sort_keys=False, allow_unicode=True)
+        self.rule = OmegaConf.to_container(cfg.hydra.job.config.override_dirname)
+        # A job's folder in plain Python where it depends on the job only through override_dirname (the
+        # default subdir, no interpolation in the task keys): resolving it with OmegaConf per job costs
+        # more than a small step
+        sweep = hydra["sweep"]
+        self.plain_dir = None if self.interpolated or sweep["subdir"] != DEFAULT_SUBDIR or any(
+            f"{k}}}" in str(sweep["dir"]) for k in ("hydra:job.", *SCALARS)) else str(cfg.hydra.sweep.dir)
 
     def job(self, overrides: Sequence[str], idx: int) -> runner.Run:
         """The run of one job: its resolved config, its folder and its ``.hydra/`` record."""
@@ -266,17 +274,20 @@ class _Template:
         parsed = [_parse(o) for o in overrides]
         scalars = {o.key_or_group: o.value() for o in parsed if _is_scalar(o)}
         task_overrides = [o for o in parsed if not o.is_hydra_override()]
-        dirname = override_dirname(task_overrides, self.cfg.hydra.job.config)
+        dirname = override_dirname(task_overrides, self.rule)
         job = {"override_dirname": dirname, "id": str(idx), "num": idx}
-        current = HydraConfig.instance().cfg.hydra  # what ${hydra:…} reads: this template's copy
-        with open_dict(self.cfg), read_write(self.cfg.hydra), read_write(current):
-            self.cfg.update(scalars)
-            self.cfg.hydra.job.update(job)
-            current.job.update(job)
-            run_dir = Path(str(self.cfg.hydra.sweep.dir)) / str(self.cfg.hydra.sweep.subdir)
-            current.runtime.output_dir = os.path.abspath(run_dir)  # ${hydra:runtime.output_dir}
-            resolved = ({k: OmegaConf.to_container(self.cfg[k], resolve=True) if OmegaConf.is_config(self.cfg[k])
-                         else self.cfg[k] for k in self.task_keys} if self.interpolated else None)
+        if self.plain_dir is not None:
+            run_dir, resolved = Path(self.plain_dir) / run_dirname(dirname), None
+        else:
+            current = HydraConfig.instance().cfg.hydra  # what ${hydra:…} reads: this template's copy
+            with open_dict(self.cfg), read_write(self.cfg.hydra), read_write(current):
+                self.cfg.update(scalars)
+                self.cfg.hydra.job.update(job)
+                current.job.update(job)
+                run_dir = Path(str(self.cfg.hydra.sweep.dir)) / str(self.cfg.hydra.sweep.subdir)
+                current.runtime.output_dir = os.path.abspath(run_dir)  # ${hydra:runtime.output_dir}
+                resolved = {k: OmegaConf.to_container(self.cfg[k], resolve=True) if OmegaConf.is_config(self.cfg[k])
+                            else self.cfg[k] for k in self.task_keys}
         task = {**self.task, **scalars}  # top-level keys only change: the nested dicts are shared, never mutated
         lines = [o.input_line for o in task_overrides]
         values = {**job, "task": lines, "output_dir": os.path.abspath(run_dir)}
