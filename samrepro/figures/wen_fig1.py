@@ -190,8 +190,8 @@ def claims(df: pd.DataFrame) -> list[Claim]:
                         note="x reaches argmin F1, but the iterate leaves Γ: ‖y‖ grows from "
                              f"{np.linalg.norm(setting(df, 'task.y_init')):.3g} to "
                              f"{float(np.hypot(off_gamma.y0, off_gamma.y1).max()):.3g} (y1 ≈ "
-                             f"{float(off_gamma.y1.abs().max()):.2f}); L^asc depends on y through its direction "
-                             "only to leading order, so nothing pulls ‖y‖ back to 0"),
+                             f"{float(off_gamma.y1.abs().max()):.2f}) and the loss ends above its start: an end "
+                             "point off the manifold, not a minimizer on Γ (the mechanism is not established here)"),
         _distance_claim(df, "GD on L^asc → argmin F1 (constant η, every η, ρ)", "gd_ascent", 2, "gd_ascent",
                         {"lr_schedule.name": "constant"}, cite="Wen Fig. 1 (2)", **fig1,
                         note="with constant η, y0 flips sign every step in a 2-cycle (the "
