@@ -106,15 +106,16 @@ def file_states(folder: Path) -> dict[Path, tuple[bytes, int]]:
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory) -> tuple[Path, dict, str]:
-    """`samrepro-figs dai_thm2` once, on a copy of the repository's results/ (mtimes kept) in a folder that is
-    also the working directory (runs/ go there): the folder, its results' files before, and what it printed."""
+    """`samrepro-figs dai_fig4` (3 runs of 2,000 steps: the cheapest sweep) once, on a copy of the repository's
+    results/ (mtimes kept) in a folder that is also the working directory (runs/ go there): the folder, its
+    results' files before, and what it printed."""
     root = tmp_path_factory.mktemp("first_run")
     before = file_states(Path(shutil.copytree(REPO_RESULTS, root / "results")))
     cwd = os.getcwd()
     os.chdir(root)
     try:
         with contextlib.redirect_stdout(io.StringIO()) as out:
-            make_figs(["dai_thm2", "--results", "results"])
+            make_figs(["dai_fig4", "--results", "results"])
     finally:
         os.chdir(cwd)
     return root, before, out.getvalue()
@@ -129,19 +130,19 @@ def results(first_run, tmp_path, monkeypatch) -> Path:
 
 def test_figure_ids_touch_only_their_files_and_mtimes_alone_rewrite_nothing(first_run, results, capsys):
     _, before, out = first_run
-    own = {Path("dai_thm2.csv"), Path("dai_thm2.manifest.json"), Path("figures/dai_thm2.png"),
-           Path("figures/dai_thm2.pdf")}
+    own = {Path("dai_fig4.csv"), Path("dai_fig4.manifest.json"), Path("figures/dai_fig4.png"),
+           Path("figures/dai_fig4.pdf")}
     after = file_states(results)
     assert {p: s for p, s in after.items() if p not in own} == {p: s for p, s in before.items() if p not in own}
     verdicts = [line for line in out.splitlines() if line.startswith("  [")]
-    assert len(verdicts) == 2 and all(line.startswith("  [PASS] dai_thm2: ") for line in verdicts)
+    assert len(verdicts) == 3 and all(line.startswith("  [PASS] dai_fig4: ") for line in verdicts)
     assert "results/CLAIMS.md left as it is" in out
-    manifest = json.loads((results / "dai_thm2.manifest.json").read_text())
+    manifest = json.loads((results / "dai_fig4.manifest.json").read_text())
     runs = manifest["inputs"]["runs"]
-    assert len(runs) == 22 and all(d.startswith("runs/dai_thm2/") and len(runs[d]) == 16 for d in runs)
-    csv_sha256 = make_module.file_sha256(results / "dai_thm2.csv")
+    assert len(runs) == 3 and all(d.startswith("runs/dai_fig4/") and len(runs[d]) == 16 for d in runs)
+    csv_sha256 = make_module.file_sha256(results / "dai_fig4.csv")
     assert manifest["csv_sha256"] == manifest["drawn_from"]["csv_sha256"] == csv_sha256
-    assert (results / "dai_thm2.manifest.json").read_text() == json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    assert (results / "dai_fig4.manifest.json").read_text() == json.dumps(manifest, indent=2, sort_keys=True) + "\n"
 
     rng = random.Random(0)  # a fresh clone: every file's mtime arbitrary
     for path in [*results.rglob("*"), *Path("runs").rglob("*")]:
@@ -149,18 +150,18 @@ def test_figure_ids_touch_only_their_files_and_mtimes_alone_rewrite_nothing(firs
             mtime = rng.randrange(10**9, 2 * 10**18)
             os.utime(path, ns=(mtime, mtime))
     touched = file_states(results)
-    make_figs(["dai_thm2", "--results", "results"])
+    make_figs(["dai_fig4", "--results", "results"])
     assert file_states(results) == touched
-    assert "dai_thm2: 2422 rows" in (out := capsys.readouterr().out) and "nothing written" in out
+    assert "dai_fig4: 6003 rows" in (out := capsys.readouterr().out) and "nothing written" in out
 
 
 def test_a_changed_csv_or_input_or_drawing_code_rewrites_only_what_depends_on_it(results):
-    csv, manifest_path = results / "dai_thm2.csv", results / "dai_thm2.manifest.json"
-    png = results / "figures" / "dai_thm2.png"
+    csv, manifest_path = results / "dai_fig4.csv", results / "dai_fig4.manifest.json"
+    png = results / "figures" / "dai_fig4.png"
     made = csv.read_bytes()
     csv.write_bytes(made[: len(made) // 2])  # a truncated CSV: its sha256 no longer matches the manifest's
     drawn = file_states(png.parent)
-    make_figs(["dai_thm2", "--results", "results"])
+    make_figs(["dai_fig4", "--results", "results"])
     assert csv.read_bytes() == made and file_states(png.parent) == drawn  # same CSV again: the figure stands
 
     manifest = json.loads(manifest_path.read_text())
@@ -168,16 +169,16 @@ def test_a_changed_csv_or_input_or_drawing_code_rewrites_only_what_depends_on_it
     manifest["inputs"]["runs"][run] = "0" * 16  # the run the CSV was made from had another config
     manifest_path.write_text(json.dumps(manifest))
     inode = csv.stat().st_ino
-    make_figs(["dai_thm2", "--results", "results"])
+    make_figs(["dai_fig4", "--results", "results"])
     assert csv.stat().st_ino != inode and csv.read_bytes() == made and file_states(png.parent) == drawn
 
     manifest = json.loads(manifest_path.read_text())
     manifest["drawn_from"]["drawing_code"] = "0" * 64  # the figure was drawn by other drawing code
     manifest_path.write_text(json.dumps(manifest))
     csv_state, png_inode = (csv.read_bytes(), csv.stat().st_mtime_ns), png.stat().st_ino
-    make_figs(["dai_thm2", "--results", "results"])
+    make_figs(["dai_fig4", "--results", "results"])
     assert png.stat().st_ino != png_inode and (csv.read_bytes(), csv.stat().st_mtime_ns) == csv_state
-    assert json.loads(manifest_path.read_text())["drawn_from"]["drawing_code"] == make_module.code_hash(dai_thm2.draw)
+    assert json.loads(manifest_path.read_text())["drawn_from"]["drawing_code"] == make_module.code_hash(dai_fig4.draw)
 
 
 def test_drawing_code_hash_covers_the_figure_modules_the_drawing_uses(tmp_path, monkeypatch):

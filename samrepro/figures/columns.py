@@ -39,7 +39,10 @@ def task_config(df: pd.DataFrame) -> DictConfig:
 def sharpness_at_init(df: pd.DataFrame, iters: int = 100) -> float:
     """λ_max(∇²L(w0)) of the task of ``df`` at its initialization (seed of the runs), by Lanczos on
     Hessian-vector products (exact up to rounding when the parameter count is ≤ ``iters``)."""
-    task = tasks.build(task_config(df), 1, torch.device("cpu"))
+    cfg = task_config(df)
+    if "_target_" not in cfg:  # a CSV collected before tasks were named by _target_: the built-in task
+        cfg._target_ = f"samrepro.tasks.{cfg.name}.build"
+    task = tasks.build(cfg, 1, torch.device("cpu"))
     params = task.init_params([int(setting(df, "seed"))])
     return float(lanczos_top_eigenvalue(lambda p: task.loss(p), params, iters=iters,
                                         generator=torch.Generator().manual_seed(0))[0])

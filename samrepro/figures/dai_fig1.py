@@ -18,7 +18,10 @@ from samrepro.figures import Claim, Figure, final_rows, save
 from samrepro.figures.columns import setting, sharpness_at_init
 
 CONVERGED = 1e-3  # "converges": final training loss ≤ 1e-3 × the initial one
-CLOSE_DECADES = 1.0  # "SAM stays close to GD": |log10(L_SAM / L_GD)| ≤ 1 at every logged step
+FLOOR_SLACK = 1.5  # "O(ρ²)": (L_SAM − L_GD)_T/ρ² stays within 1.5× its value at the smallest measurable ρ
+MEASURABLE = 0.1  # a gap counts once L_SAM − L_GD ≥ 10% of L_GD
+PAPER = 'Dai Fig. 1 (§1.1: "{}")'
+CONVERGED_SOURCE = f"ours: Dai give curves; L_T/L_0 ≤ {CONVERGED:g} reads 'converges'"
 CALIBRATION = 0.95  # task.init_scale α is chosen so that λ_max(∇²L(U0)) = 0.95·2/η
 CALIBRATION_TOLERANCE = 0.01
 PLATEAU = 0.05  # λ along GD's path has reached its plateau once within 5% of its final value
@@ -51,7 +54,8 @@ def calibration_claim(df: pd.DataFrame, lr: float, lam0: float) -> Claim:
         f"calibration: the init scale α puts λ0 = λ_max(∇²L(U0)) at {CALIBRATION:g}·2/η", f"λ0 = {target:.4g}",
         f"λ0 = {lam0:.4g} = {lam0 / alpha**2:.4g}·α² at α = {alpha:g} (Lanczos); the runs' power iteration "
         f"({setting(df, 'task.sharpness_iters')} steps) reads {read:.4g}",
-        f"±{CALIBRATION_TOLERANCE:.0%}", bool(abs(lam0 / target - 1) <= CALIBRATION_TOLERANCE))
+        f"±{CALIBRATION_TOLERANCE:.0%}", bool(abs(lam0 / target - 1) <= CALIBRATION_TOLERANCE),
+        kind="calibration", source="ours: the precision of the bisection on α")
 
 
 def draw(df: pd.DataFrame, stem: Path) -> None:
@@ -108,7 +112,8 @@ def claims(df: pd.DataFrame) -> list[Claim]:
     final_gd = gd.train_loss.iloc[-1] / gd.train_loss.iloc[0]
     out = [calibration_claim(df, lr, lam0), Claim(f"GD converges at η = {lr:g}", f"L_T/L_0 ≤ {CONVERGED:g}",
                  f"L_T/L_0 = {final_gd:.2e} after {int(gd.step.iloc[-1])} steps ({gd.status.iloc[0]})",
-                 "exact", bool(gd.status.iloc[0] == "completed" and final_gd <= CONVERGED))]
+                 "exact", bool(gd.status.iloc[0] == "completed" and final_gd <= CONVERGED), kind="paper",
+                 cite=PAPER.format("a learning rate η that allows GD to converge"), source=CONVERGED_SOURCE)]
     sam = runs_of(df, "sam")
     n_div = sum(run.status.iloc[0] == "diverged" for run in sam.values())
     reduction = {rho: run.train_loss.iloc[-1] / run.train_loss.iloc[0] for rho, run in sam.items()}
@@ -116,21 +121,27 @@ def claims(df: pd.DataFrame) -> list[Claim]:
     out.append(Claim(
         "SAM converges like GD for every ρ", f"no divergence; L_T/L_0 ≤ {CONVERGED:g}",
         f"{n_div}/{len(sam)} diverged; max L_T/L_0 = {reduction[worst]:.2e} (ρ = {worst:g})",
-        "exact", bool(n_div == 0 and reduction[worst] <= CONVERGED)))
+        "exact", bool(n_div == 0 and reduction[worst] <= CONVERGED), kind="paper",
+        cite=PAPER.format("SAM has very similar behavior to GD"), source=CONVERGED_SOURCE))
     gd_loss = gd.set_index("step").train_loss
-    gap_paths = {rho: np.abs(np.log10(run.set_index("step").train_loss / gd_loss)) for rho, run in sam.items()}
-    gaps = {rho: path.max() for rho, path in gap_paths.items()}
-    close = [rho for rho, gap in gaps.items() if gap <= CLOSE_DECADES]
-    apart = min((int(path[path > CLOSE_DECADES].index.min()) for path in gap_paths.values()
-                 if (path > CLOSE_DECADES).any()), default=None)
+    decades = {rho: np.abs(np.log10(run.set_index("step").train_loss / gd_loss)).max() for rho, run in sam.items()}
+    gap = {rho: run.train_loss.iloc[-1] - gd.train_loss.iloc[-1] for rho, run in sam.items()}
+    measurable = [rho for rho, g in gap.items() if g >= MEASURABLE * gd.train_loss.iloc[-1]]
+    per_rho2 = {rho: gap[rho] / rho**2 for rho in measurable}
+    reference = per_rho2[min(measurable)] if measurable else float("nan")
     out.append(Claim(
-        "SAM's training loss stays close to GD's for every ρ", "the curves overlap",
-        "max over steps of |log10(L_SAM/L_GD)|: " + ", ".join(f"ρ={r:g}: {g:.2f}" for r, g in gaps.items()),
-        f"≤ {CLOSE_DECADES:g} decade at every step", len(close) == len(gaps),
-        note="" if len(close) == len(gaps) else
-        f"holds for ρ ≤ {max(close, default=0):g}; for larger ρ SAM's loss levels off at an O(ρ²) floor "
-        f"(Dai eq. 3) while it drifts along the minima, and GD's keeps falling: the first curve is "
-        f"{CLOSE_DECADES:g} decade away at step {apart}"))
+        "SAM's loss follows GD's down to an O(ρ²) floor (the gap eq. (3)'s bias term predicts)",
+        f"(L_SAM − L_GD)_T ≤ C·ρ², C = {FLOOR_SLACK:g}× its value at the smallest ρ with a gap ≥ "
+        f"{MEASURABLE:.0%} of L_GD",
+        "(L_SAM − L_GD)_T/ρ²: " + ", ".join(f"ρ={r:g}: {v:.3g}" for r, v in per_rho2.items())
+        + "; max over steps of |log10(L_SAM/L_GD)|: " + ", ".join(f"ρ={r:g}: {g:.2f}" for r, g in decades.items()),
+        f"≤ {FLOOR_SLACK:g}·C(ρ_min)", bool(measurable) and max(per_rho2.values()) <= FLOOR_SLACK * reference,
+        kind="extension", source="ours: Dai's sentence ('very similar behavior') is about stability, covered by "
+        "the row above; eq. (3) gives the O(ρ²) floor only for strongly convex losses (α > 0), not its constant "
+        "here",
+        note=f"the curves are more than a decade apart at some step for ρ ∈ "
+             f"{[r for r, g in decades.items() if g > 1]}: SAM "
+             "levels off at its floor while GD's loss keeps falling"))
     usam = final_rows(df[df["opt"] == "usam"])
     diverged = usam[usam.status == "diverged"]
     onset = diverged.rho.min() if len(diverged) else float("nan")
@@ -139,16 +150,21 @@ def claims(df: pd.DataFrame) -> list[Claim]:
     rho_small = 0.001  # the paper's smallest ρ; USAM is unstable there only where λ + ρλ² ≥ 2/η:
     lam_small = float(theory.usam_limit_y2(lr, rho_small))  # the root of eq. (7) in λ for y²
     small = usam[usam.rho == rho_small]
+    above_onset = usam[usam.rho >= onset]
+    monotone = bool(len(diverged) and (above_onset.status == "diverged").all())
     out.append(Claim(
         "USAM diverges already at small ρ (paper: ρ from 0.001 to 0.1)",
-        "some ρ ≤ 0.1 diverges, while GD and SAM do not",
-        f"smallest diverging ρ = {onset:g} (largest converging below it: {stable_below:g}); "
-        f"{len(diverged)}/{len(usam)} USAM runs diverged, at steps "
-        f"{sorted(diverged.diverged_at.astype(int).tolist())}",
-        "grid of ρ", bool(len(diverged) > 0 and onset <= 0.1 and n_div == 0),
-        note=f"ρ = {rho_small:g} does not diverge here: it needs λ ≥ {lam_small:.1f} somewhere on the path, "
-             f"above λ0 = {lam0:.2f} (calibration row) and every λ measured along GD's path (max "
-             f"{lam.lambda_max.max():.1f})" if len(small) and (small.status != "diverged").all() else ""))
+        "several ρ ≤ 0.1 diverge, every ρ above the smallest diverging one too, while GD and SAM do not",
+        f"{len(diverged)}/{len(usam)} values of ρ diverge: ρ = {sorted(diverged.rho.tolist())} (at steps "
+        f"{sorted(diverged.diverged_at.astype(int).tolist())}); {len(usam) - len(diverged)} converge: ρ ≤ "
+        f"{stable_below:g}",
+        "≥ 2 diverging ρ, monotone in ρ", bool(len(diverged) >= 2 and monotone and onset <= 0.1 and n_div == 0),
+        kind="paper", cite=PAPER.format("USAM diverges even with a small ρ"),
+        source="ours: Dai do not quantify 'small'; one diverging ρ could be a fluke of the grid",
+        note=(f"only the largest {len(diverged)} of the paper's {len(usam)} ρ diverge here. " if len(diverged) else "")
+        + (f"ρ = {rho_small:g} does not diverge here: it needs λ ≥ {lam_small:.1f} somewhere on the path, "
+           f"above λ0 = {lam0:.2f} (calibration row) and every λ measured along GD's path (max "
+           f"{lam.lambda_max.max():.1f})" if len(small) and (small.status != "diverged").all() else "")))
     lam_start, lam_end = lam.lambda_max.iloc[0], lam.lambda_max.iloc[-1]
     plateau = lam[(lam.lambda_max / lam_end - 1).abs() <= PLATEAU].step.min()
     rho_init = float(theory.usam_min_rho(lr, lam.lambda_max.max()))
@@ -160,7 +176,8 @@ def claims(df: pd.DataFrame) -> list[Claim]:
         f"(2/η = {theory.gd_max_lr(lr):g}); {int((early.status == 'diverged').sum())}/{len(early)} such runs diverged; "
         f"measured onset ρ = {onset:g} vs ρ*(λ0) = {rho_init:.4f} and "
         f"ρ*(λ_end) = {float(theory.usam_min_rho(lr, lam_end)):.3f}",
-        "exact", bool((early.status != "diverged").all()),
+        "exact", bool((early.status != "diverged").all()), kind="extension",
+        source="exact; Thm 1/10 (quadratic losses) applied along a non-quadratic path is our extension",
         note=f"Thm 1/10 is exact for a fixed quadratic; here λ falls from λ0 to within {PLATEAU:.0%} of its "
              f"plateau by step {plateau}, so an instability must be strong to grow before then: the measured "
              "onset lies above ρ*(λ0)"))
@@ -168,7 +185,7 @@ def claims(df: pd.DataFrame) -> list[Claim]:
 
 
 FIGURE = Figure(
-    "dai_fig1", "matrix sensing: early training of GD, SAM, USAM (η = 0.05)", draw, claims,
+    "dai_fig1", "matrix sensing: early training of GD, SAM, USAM (η = 0.05)", draw, claims, cite="Dai Fig. 1",
     notes="Loss (1/(2m))Σ(⟨A_i,UUᵀ⟩−b_i)²; U ∈ R^{d×d} from U0 = α·Q (Q Haar-orthogonal, U0U0ᵀ = α²I); "
           "test loss ‖UUᵀ−X*‖_F². The paper gives neither normalization nor init; α is set so that the "
           "initial sharpness is λ0 = 0.95·2/η (η = 0.05 just inside GD's stability limit at the init: "

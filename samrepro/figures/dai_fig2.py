@@ -13,8 +13,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from samrepro import theory
 from samrepro.figures import Claim, Figure, save
-from samrepro.figures.columns import setting
+from samrepro.figures.columns import setting, sharpness_at_init
 from samrepro.figures.dai_fig1 import gd_path, runs_of, sharpness_path, size
 
 STOPPED = 1e-3  # "stops": the test loss changes by ≤ 0.1% over the second half of the run
@@ -31,6 +32,7 @@ def second_half_change(run: pd.DataFrame) -> float:
 def draw(df: pd.DataFrame, stem: Path) -> None:
     lr = setting(df, "lr")
     gd = gd_path(df)
+    steps = int(gd.step.iloc[-1])
     sam, usam = runs_of(df, "sam"), runs_of(df, "usam")
     rhos = sorted(df.rho.unique())
     colors = {rho: plt.cm.viridis(i / max(1, len(rhos) - 1)) for i, rho in enumerate(rhos)}
@@ -48,16 +50,17 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
         for rho in rhos:
             for runs, style, name in ((sam, "-", "SAM"), (usam, "--", "USAM")):
                 run = runs[rho] if column == "test_loss" else sharpness_path(runs[rho])
-                if runs[rho].status.iloc[0] == "diverged":
+                if runs[rho].status.iloc[0] == "diverged":  # × at its step, at the height of its last finite loss
                     if name == "USAM" and column == "test_loss":
-                        ax.plot([], [], "x", color=colors[rho], label=f"USAM ρ={rho:g}: diverged at step "
-                                                                        f"{int(runs[rho].diverged_at.iloc[0])}")
+                        at = int(runs[rho].diverged_at.iloc[0])
+                        ax.plot([at], [runs[rho].test_loss.dropna().iloc[-1]], "x", color=colors[rho], ms=9,
+                                mew=2, label=f"USAM ρ={rho:g}: diverged at step {at}")
                     continue
                 ax.plot(run.step, run[column], style, color=colors[rho], lw=1.2, label=f"{name} ρ={rho:g}")
         ax.set(title=title)
-    for ax in axes:  # the test loss spans decades only in the middle panel
-        ax.set(xscale="log", yscale="log" if ax is axes[1] else "linear", xlabel="iteration")
-        ax.legend(fontsize=7, ncol=1 if ax is axes[0] else 2, loc="lower left")
+    for ax in axes:  # the test loss spans decades only in the middle panel; legends below, off the curves
+        ax.set(xscale="log", yscale="log" if ax is axes[1] else "linear", xlabel="iteration", xlim=(1, 2 * steps))
+        ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     axes[0].set_ylim(bottom=0)
     axes[2].set_ylim(bottom=0)
     axes[0].set_ylabel("test loss ‖UUᵀ − X*‖²")
@@ -81,7 +84,9 @@ def claims(df: pd.DataFrame) -> list[Claim]:
         f"|ΔL_test| over steps {steps // 2}–{steps} ≤ {STOPPED:.1%}",
         "; ".join(f"{name}: {changes[name]:+.2e} (train loss {run.train_loss.iloc[-1]:.1e}, "
                   f"test {run.test_loss.iloc[-1]:.3g})" for name, run in stopping.items()),
-        f"≤ {STOPPED:.1%}", all(abs(c) <= STOPPED for c in changes.values())))
+        f"≤ {STOPPED:.1%}", all(abs(c) <= STOPPED for c in changes.values()), kind="paper",
+        cite='Dai Fig. 2 (§1.1: "USAM and GD both converge to a minimum and do not move further")',
+        source=f"ours: a change ≤ {STOPPED:.1%} over the second half reads 'do not move'"))
     sam_changes = {rho: second_half_change(run) for rho, run in sam.items()}
     below_gd = {rho: run.test_loss.iloc[-1] < gd.test_loss.iloc[-1] for rho, run in sam.items()}
     ok = all(c <= -DRIFTING for c in sam_changes.values()) and all(below_gd.values())
@@ -91,7 +96,9 @@ def claims(df: pd.DataFrame) -> list[Claim]:
         "; ".join(f"ρ={rho:g}: {c:+.1%} → {sam[rho].test_loss.iloc[-1]:.3g}"
                   for rho, c in sam_changes.items()) + f" (GD: {gd.test_loss.iloc[-1]:.3g})",
         f"ΔL_test ≤ −{DRIFTING:.0%}", ok,
-        note="" if ok else "the drift takes ~1/(ηρ²) steps; small ρ needs longer runs"))
+        note="" if ok else "the drift takes ~1/(ηρ²) steps; small ρ needs longer runs", kind="paper",
+        cite='Dai Fig. 2 (§1.1: "SAM keeps decreasing the test loss", "robust to the size of ρ")',
+        source=f"ours: a fall ≥ {DRIFTING:.0%} over the second half reads 'keeps decreasing'"))
     lam_gd = sharpness_path(gd).lambda_max.iloc[-1]
     # SAM's λ_max at the middle and at the end of the run
     lam = {rho: sharpness_path(run).set_index("step").lambda_max for rho, run in sam.items()}
@@ -100,19 +107,36 @@ def claims(df: pd.DataFrame) -> list[Claim]:
         "SAM's λ_max falls (it drifts to flatter minima)",
         "λ_max decreases over the second half and ends below GD's",
         "; ".join(f"ρ={rho:g}: {mid:.2f} → {end:.2f}" for rho, (mid, end) in lam.items())
-        + f" (GD: {lam_gd:.2f})", "exact", all(end < mid and end < lam_gd for mid, end in lam.values())))
+        + f" (GD: {lam_gd:.2f})", "exact", all(end < mid and end < lam_gd for mid, end in lam.values()),
+        kind="extension", source="exact; λ_max is not in Dai's Fig. 2: our probe of the drift"))
     diverged = sorted(rho for rho, run in usam.items() if run.status.iloc[0] == "diverged")
     stable = sorted(rho for rho, run in usam.items() if run.status.iloc[0] != "diverged")
+    lr = setting(df, "lr")
     out.append(Claim(
-        f"ρ = {PAPER_RHO:g} is the largest ρ at which USAM does not diverge (η = {setting(df, 'lr'):g})",
-        f"USAM converges at ρ ≤ {PAPER_RHO:g} and diverges above, on the grid",
-        f"converged: {stable}; diverged: {diverged}", "grid of ρ",
-        bool(stable and max(stable) == PAPER_RHO and all(r > PAPER_RHO for r in diverged) and diverged)))
+        f"USAM does not diverge at ρ = {PAPER_RHO:g} (η = {lr:g})", f"USAM ρ = {PAPER_RHO:g} completes",
+        f"USAM ρ = {PAPER_RHO:g}: {usam[PAPER_RHO].status.iloc[0]}", "exact",
+        bool(usam[PAPER_RHO].status.iloc[0] != "diverged"), kind="paper",
+        cite=f'Dai Fig. 2 (§1.1: "ρ = {PAPER_RHO:g} (the largest ρ for which USAM doesn\'t diverge)")',
+        source="exact"))
+    above = [r for r in diverged if r > max(stable, default=0)]
+    bracket = (max(stable), min(above)) if stable and above else None
+    rho_star = float(theory.usam_min_rho(lr, sharpness_at_init(df)))
+    out.append(Claim(
+        f"where USAM starts to diverge at η = {lr:g}, bracketed by the grid",
+        "some ρ converge, every larger ρ diverges",
+        f"converged: {stable}; diverged: {diverged}"
+        + (f"; the threshold lies in ({bracket[0]:g}, {bracket[1]:g}]" if bracket else ""),
+        "grid of ρ", bool(bracket) and all(r > bracket[0] for r in diverged), kind="extension",
+        source="the grid's resolution",
+        note=f"the grid cannot establish that ρ = {PAPER_RHO:g} is the largest stable ρ (Dai's setting, d = 100 "
+             "and an unstated init, differs): no ρ between "
+             + (f"{bracket[0]:g} and {bracket[1]:g}" if bracket else "the converged and diverged ones")
+             + f" is run; USAM's linear threshold at the init is ρ*(λ0) = (2/(ηλ0) − 1)/λ0 = {rho_star:.3g}"))
     return out
 
 
 FIGURE = Figure(
-    "dai_fig2", "matrix sensing: drift along the minima (η = 0.005)", draw, claims,
+    "dai_fig2", "matrix sensing: drift along the minima (η = 0.005)", draw, claims, cite="Dai Fig. 2",
     notes="Same task, data and init as dai_fig1 (d = 40, r = 2, m = 400, α calibrated there), η = 0.005, "
           "10,000 steps, λ_max every 1,000 steps (30 power iterations). SAM's drift along the minima takes "
           "~1/(ηρ²) steps (2·10⁴ at ρ = 0.1, 5·10⁵ at ρ = 0.02), so small ρ moves slowly here; "

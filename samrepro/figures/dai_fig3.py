@@ -59,6 +59,11 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     save(fig, stem)
 
 
+SAM_STABLE = dict(kind="paper", cite="Dai Fig. 3 (§2)", source="exact: the figure shows every SAM run stable")
+GRID = dict(kind="calibration", source="exact: our ρ grid (not given in the paper) must straddle ρ*")
+USAM_UNSTABLE = dict(kind="paper", cite="Dai Fig. 3 (§2)", source="ours: Dai do not quantify 'easily'")
+
+
 def claims(df: pd.DataFrame) -> list[Claim]:
     # imported here, not at the top: drawing or listing a CPU figure never imports torchvision
     from samrepro.tasks.cifar10 import initial_norm
@@ -75,6 +80,7 @@ def claims(df: pd.DataFrame) -> list[Claim]:
                     "exact",
                     None,
                     "needs a GPU and CIFAR-10: make figs-gpu",
+                    **SAM_STABLE,
                 ),
                 Claim(
                     f"USAM's ρ grid straddles its threshold ρ* = (2/η − λ)/λ² ({label})",
@@ -83,6 +89,7 @@ def claims(df: pd.DataFrame) -> list[Claim]:
                     "exact",
                     None,
                     "needs a GPU and CIFAR-10: make figs-gpu",
+                    **GRID,
                 ),
                 Claim(
                     f"USAM diverges easily ({label})",
@@ -91,6 +98,7 @@ def claims(df: pd.DataFrame) -> list[Claim]:
                     "exact",
                     None,
                     "needs a GPU and CIFAR-10: make figs-gpu",
+                    **USAM_UNSTABLE,
                 ),
             ]
             continue
@@ -107,6 +115,7 @@ def claims(df: pd.DataFrame) -> list[Claim]:
                 f"{len(sam_bad)}/{len(sam)} SAM runs unstable" + (f" (ρ = {sam_bad})" if sam_bad else ""),
                 "exact",
                 not sam_bad,
+                **SAM_STABLE,
             )
         )
         lam, rho_star = usam_threshold(runs)
@@ -122,6 +131,7 @@ def claims(df: pd.DataFrame) -> list[Claim]:
                 "exact",
                 bool(rhos[0] < rho_star < rhos[-1]),
                 "" if rhos[0] < rho_star < rhos[-1] else "rerun with a ρ grid around ρ*",
+                **GRID,
             )
         )
         usam_bad = sorted(usam.rho[usam.unstable])
@@ -133,6 +143,7 @@ def claims(df: pd.DataFrame) -> list[Claim]:
                 f"USAM unstable at ρ = {usam_bad or 'none'} of {sorted(usam.rho)}",
                 "at least one ρ",
                 bool(contrast),
+                **USAM_UNSTABLE,
             )
         )
     return out
@@ -144,6 +155,7 @@ FIGURE = Figure(
     draw,
     claims,
     gpu=True,
+    cite="Dai Fig. 3",
     notes="Cohen et al.'s setup, which Dai et al. build on: first 5,000 training images, per-pixel "
     "standardized, squared loss ½‖f(x) − e_y‖² averaged over examples, full batch, η = 0.025, "
     "300 steps. ρ ∈ {0.01, …, 5} is our choice (the paper does not list its ρ values), a log grid that straddles "

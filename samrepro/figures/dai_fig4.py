@@ -24,8 +24,12 @@ SAM_FRACTION = 0.01  # "y∞² ≈ 0", checked as y∞² ≤ 1% of GD's 2/η
 SETTLED = 0.01  # GD/USAM have reached their limit once y² stays within 1% of its final value
 
 
-def limit_claims(final: pd.DataFrame, label: str) -> list[Claim]:
-    """Table 1's three limits, checked on the final rows of GD, SAM and USAM runs."""
+def limit_claims(final: pd.DataFrame, label: str, cite: str = "Dai Table 1", in_hypotheses: bool = True,
+                 note: str = "") -> list[Claim]:
+    """Table 1's three limits (Thm 3, 4, 5), checked on the final rows of GD, SAM and USAM runs, cited
+    as ``cite``; ``in_hypotheses=False``: the runs lie outside the theorems' hypotheses (shown, not
+    scored, with ``note``)."""
+    scope = dict(in_hypotheses=in_hypotheses, note=note, kind="paper")
     claims = []
     y2 = final.y**2
     gd = final["opt"] == "gd"
@@ -33,13 +37,16 @@ def limit_claims(final: pd.DataFrame, label: str) -> list[Claim]:
     claims.append(Claim(
         f"GD: y∞² ≈ 2/η ({label})", "0 ≤ 2/η − y∞² = O(η)",
         f"(2/η − y∞²)/η ∈ [{gap.min():.2f}, {gap.max():.2f}] over {gd.sum()} runs",
-        f"0 ≤ (2/η − y∞²)/η ≤ {GD_SLACK:g}", bool(((gap >= 0) & (gap <= GD_SLACK)).all())))
+        f"0 ≤ (2/η − y∞²)/η ≤ {GD_SLACK:g}", bool(((gap >= 0) & (gap <= GD_SLACK)).all()),
+        cite=f"{cite}, Thm 3", source=f"Thm 3's [2/η − O(η), 2/η]; the constant {GD_SLACK:g} of O(η) is ours",
+        **scope))
     sam = final["opt"] == "sam"
     ratio = (y2 / theory.gd_limit_y2(final.lr))[sam]
     claims.append(Claim(
         f"SAM: y∞² ≈ 0 ({label})", "y∞² ≈ 0 (drifts to the origin)",
         f"max y∞²/(2/η) = {ratio.max():.2e} over {sam.sum()} runs",
-        f"y∞² ≤ {SAM_FRACTION:g}·2/η", bool((ratio <= SAM_FRACTION).all())))
+        f"y∞² ≤ {SAM_FRACTION:g}·2/η", bool((ratio <= SAM_FRACTION).all()), cite=f"{cite}, Thm 4",
+        source=f"ours: Table 1's 'y∞² ≈ 0' read as ≤ {SAM_FRACTION:.0%} of GD's 2/η", **scope))
     usam = final[final["opt"] == "usam"]
     upper = theory.usam_limit_y2(usam.lr, usam.rho)
     lower = theory.usam_limit_y2_lower(usam.lr, usam.rho)
@@ -49,7 +56,8 @@ def limit_claims(final: pd.DataFrame, label: str) -> list[Claim]:
         f"USAM: (1+ρy∞²)y∞² ≈ 2/η ({label})", "(1−η²−ρ²)ỹ² ≲ y∞² < ỹ², ỹ² of eq. (7)",
         f"y∞²/ỹ² ∈ [{(u2 / upper).min():.3f}, {(u2 / upper).max():.3f}], "
         f"{int(ok.sum())}/{len(usam)} runs inside",
-        f"y∞² ≤ ỹ² and ≥ {1 - USAM_SLACK:g}·(1−η²−ρ²)ỹ²", bool(ok.all())))
+        f"y∞² ≤ ỹ² and ≥ {1 - USAM_SLACK:g}·(1−η²−ρ²)ỹ²", bool(ok.all()), cite=f"{cite}, Thm 5 (eq. 7)",
+        source=f"Thm 5's bound (1−η²−ρ²)ỹ²; {USAM_SLACK:.0%} for its '≳' is ours", **scope))
     return claims
 
 
@@ -95,12 +103,12 @@ def settled_step(run: pd.DataFrame) -> int:
 
 
 def claims(df: pd.DataFrame) -> list[Claim]:
-    out = limit_claims(final_rows(df), f"η={setting(df, 'lr'):g}, ρ={setting(df, 'rho'):g}")
+    out = limit_claims(final_rows(df), f"η={setting(df, 'lr'):g}, ρ={setting(df, 'rho'):g}", "Dai Fig. 4 / Table 1")
     for claim, opt in zip(out, ("gd", "sam", "usam"), strict=True):
         claim.measured += f"; there from step {settled_step(df[df['opt'] == opt])} on"
     return out
 
 
-FIGURE = Figure("dai_fig4", "ℓ(xy) trajectories of GD, SAM, USAM", draw, claims,
+FIGURE = Figure("dai_fig4", "ℓ(xy) trajectories of GD, SAM, USAM", draw, claims, cite="Dai Fig. 4",
                 notes="ℓ is the symmetrized logistic loss of App. E; 2,000 steps (each claim gives the step "
                       "from which its method stays at its limit).")

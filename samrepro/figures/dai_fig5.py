@@ -83,6 +83,18 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     )
 
 
+CITE = "Dai Fig. 5 (§3.2)"
+CHECKPOINT = dict(kind="calibration", source="ours: train ≥ 99.99% reads 'a global minimum'; 10 points of test "
+                  "accuracy for a regenerated checkpoint")
+GRID = dict(kind="calibration", source="exact: our ρ grid (not given in the paper) must straddle ρ*")
+
+
+def paper(cite: str) -> dict:
+    """Class, citation and tolerance source of a claim read off Dai's CIFAR-10 figures."""
+    return dict(kind="paper", cite=cite, source=f"ours: Dai give curves, no threshold; Δtest ≥ {MOVED} moves, "
+                f"train acc ≥ {ON_MANIFOLD} stays on the manifold")
+
+
 def checkpoint_claim(df: pd.DataFrame, name: str, paper_test: float | None) -> Claim:
     """The checkpoint's train and test accuracy (every run's step-0 row) next to the paper's."""
     row = start_row(df)
@@ -94,6 +106,7 @@ def checkpoint_claim(df: pd.DataFrame, name: str, paper_test: float | None) -> C
         "train ≥ 99.99 %" + (" and test within 10 points" if paper_test else ""),
         bool(ok),
         "" if ok else "the regenerated checkpoint differs from Damian et al.'s (see the stage's recipe)",
+        **CHECKPOINT,
     )
 
 
@@ -109,10 +122,11 @@ def grid_claim(df: pd.DataFrame, usam: pd.DataFrame) -> Claim:
         "exact",
         bool(len(below) and len(above)),
         "" if len(below) and len(above) else "rerun with a ρ grid around ρ*",
+        **GRID,
     )
 
 
-def sam_drifts(runs: pd.DataFrame) -> Claim:
+def sam_drifts(runs: pd.DataFrame, cite: str) -> Claim:
     sam = runs[runs.opt == "sam"]
     judged = sam[sam.coverage >= COVERED]
     ok = (judged.test_change >= MOVED) & (judged.min_train_acc >= ON_MANIFOLD) & (judged.status == "completed")
@@ -128,21 +142,22 @@ def sam_drifts(runs: pd.DataFrame) -> Claim:
         f"Δtest ≥ {MOVED}, train ≥ {ON_MANIFOLD}",
         bool(ok.all()) and len(judged) > 0,
         "" if len(judged) else "no SAM run lasts 3/(ηρ²) steps: raise steps or ρ",
+        **paper(cite),
     )
 
 
 def claims(df: pd.DataFrame) -> list[Claim]:
     if df.empty:
         return [
-            Claim(c, p, "not run", "", None, NOT_RUN)
-            for c, p in (
+            Claim(c, p, "not run", "", None, NOT_RUN, **role)
+            for c, p, role in (
                 ("the adversarial checkpoint is a global minimum with poor test accuracy",
-                 "train acc 100 %, test acc 48 % (Dai et al.)"),
-                ("USAM's ρ grid straddles its threshold ρ* = (2/η − λ)/λ²", "some ρ < ρ* and some ρ > ρ*"),
-                ("GD stays stuck at the adversarial minimum", "test acc flat (48% in the paper)"),
-                ("SAM drifts along the minima for every ρ", "train acc stays ≈100%, test acc rises"),
-                ("USAM with ρ < ρ* is stuck like GD", "test acc flat"),
-                ("USAM with ρ > ρ* leaves the manifold", "train acc drops"),
+                 "train acc 100 %, test acc 48 % (Dai et al.)", CHECKPOINT),
+                ("USAM's ρ grid straddles its threshold ρ* = (2/η − λ)/λ²", "some ρ < ρ* and some ρ > ρ*", GRID),
+                ("GD stays stuck at the adversarial minimum", "test acc flat (48% in the paper)", paper(CITE)),
+                ("SAM drifts along the minima for every ρ", "train acc stays ≈100%, test acc rises", paper(CITE)),
+                ("USAM with ρ < ρ* is stuck like GD", "test acc flat", paper(CITE)),
+                ("USAM with ρ > ρ* leaves the manifold", "train acc drops", paper(CITE)),
             )
         ]
     runs = accuracy_changes(df)
@@ -160,8 +175,9 @@ def claims(df: pd.DataFrame) -> list[Claim]:
             f"test change {gd.test_change.abs().max():+.3f}",
             f"|Δtest| < {MOVED}",
             bool((gd.test_change.abs() < MOVED).all()),
+            **paper(CITE),
         ),
-        sam_drifts(runs),
+        sam_drifts(runs, CITE),
         Claim(
             "USAM with ρ < ρ* is stuck like GD",
             "test acc flat",
@@ -169,6 +185,7 @@ def claims(df: pd.DataFrame) -> list[Claim]:
             f"|Δtest| < {MOVED}",
             bool(len(small)) and bool((small.test_change.abs() < MOVED).all()),
             "" if len(small) else "no USAM ρ below ρ*",
+            **paper(CITE),
         ),
         Claim(
             "USAM with ρ > ρ* leaves the manifold",
@@ -178,6 +195,7 @@ def claims(df: pd.DataFrame) -> list[Claim]:
             f"train acc < {ON_MANIFOLD} or diverged",
             bool(len(large)) and bool(left.all()),
             "" if len(large) else "no USAM ρ above ρ*",
+            **paper(CITE),
         ),
     ]
 
@@ -194,8 +212,9 @@ NOTES = (
 
 def with_quick_profile(fig_id: str, title: str, draw, claims, notes: str, quick: str) -> tuple[Figure, list[Figure]]:
     """The figure of the paper-length profile and, as ``<id>_quick``, of the quick one (make figs-gpu-quick)."""
-    return Figure(fig_id, title, draw, claims, gpu=True, notes=notes), [
-        Figure(f"{fig_id}_quick", f"{fig_id}, quick profile", draw, claims, gpu=True, notes=quick)
+    cite = f"Dai Fig. {fig_id.removeprefix('dai_fig')}"
+    return Figure(fig_id, title, draw, claims, gpu=True, notes=notes, cite=cite), [
+        Figure(f"{fig_id}_quick", f"{fig_id}, quick profile", draw, claims, gpu=True, notes=quick, cite=cite)
     ]
 
 

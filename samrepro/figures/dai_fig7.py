@@ -20,13 +20,17 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     d, _, c = settings(df)
     rho = df[df["opt"] != "gd"].rho.iloc[0]
     draw_runs(df, stem, f"Dai et al. Fig. 7: ρ = {rho:g}, on c·L (c = {c:.4g}); SAM solid, USAM dashed, GD "
-              f"grey; mean over {df.seed.nunique()} seeds, band = min–max", "lr", lambda lr: lr_label(lr, d, c))
+              f"grey; mean over {df.seed.nunique()} seeds, band = min–max, dead seeds drawn alone", "lr",
+              lambda lr: lr_label(lr, d, c))
+
+
+CITE = "Dai Fig. 7 (§4)"
 
 
 def claims(df: pd.DataFrame) -> list[Claim]:
     table = summary_table(df, "lr")
     gd = {lr: row for lr, row in table.loc["gd"].iterrows()}
-    return [sam_beats_gd(table, "lr", gd), usam_like_gd(table, "lr", sorted(gd), gd)]
+    return [sam_beats_gd(table, "lr", gd, CITE), usam_like_gd(table, "lr", sorted(gd), gd, CITE)]
 
 
 FIGURE = Figure(
@@ -34,5 +38,6 @@ FIGURE = Figure(
     "sparse coding: SAM vs USAM vs GD over η (ρ = 0.01)",
     draw,
     claims,
+    cite="Dai Fig. 7",
     notes="Settings of dai_fig6, whose GD runs these share (same folder); SAM and USAM with ρ = 0.01.",
 )

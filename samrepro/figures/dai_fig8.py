@@ -10,7 +10,9 @@ import pandas as pd
 
 from samrepro.figures import Claim
 from samrepro.figures.dai_fig5 import (
+    CHECKPOINT,
     COVERED,
+    GRID,
     MOVED,
     NOT_RUN,
     ON_MANIFOLD,
@@ -18,6 +20,7 @@ from samrepro.figures.dai_fig5 import (
     checkpoint_claim,
     draw_accuracies,
     grid_claim,
+    paper,
     sam_drifts,
     usam_threshold,
     with_quick_profile,
@@ -33,15 +36,18 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     )
 
 
+CITE = "Dai Fig. 8 (App. B.1)"
+
+
 def claims(df: pd.DataFrame) -> list[Claim]:
     if df.empty:
         return [
-            Claim(c, p, "not run", "", None, NOT_RUN)
-            for c, p in (
-                ("the full-batch checkpoint is a global minimum", "train acc 100 %"),
-                ("USAM's ρ grid straddles its threshold ρ* = (2/η − λ)/λ²", "some ρ < ρ* and some ρ > ρ*"),
-                ("USAM (ρ < ρ*) gets stuck at the full-batch checkpoint", "test acc does not rise"),
-                ("SAM drifts along the minima for every ρ", "train acc stays ≈100%, test acc rises"),
+            Claim(c, p, "not run", "", None, NOT_RUN, **role)
+            for c, p, role in (
+                ("the full-batch checkpoint is a global minimum", "train acc 100 %", CHECKPOINT),
+                ("USAM's ρ grid straddles its threshold ρ* = (2/η − λ)/λ²", "some ρ < ρ* and some ρ > ρ*", GRID),
+                ("USAM (ρ < ρ*) gets stuck at the full-batch checkpoint", "test acc does not rise", paper(CITE)),
+                ("SAM drifts along the minima for every ρ", "train acc stays ≈100%, test acc rises", paper(CITE)),
             )
         ]
     runs = accuracy_changes(df)
@@ -59,8 +65,9 @@ def claims(df: pd.DataFrame) -> list[Claim]:
             f"Δtest < {MOVED}",
             bool(len(stable)) and bool(stuck.all()),
             "" if len(stable) else "no USAM ρ below ρ*",
+            **paper(CITE),
         ),
-        sam_drifts(runs),
+        sam_drifts(runs, CITE),
     ]
 
 

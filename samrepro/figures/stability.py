@@ -1,6 +1,6 @@
-"""Stability phase diagrams (no paper shows these): where GD, SAM and USAM converge or diverge over an
-η × ρ grid, against the boundaries of Dai et al. Thm 1 / Thm 10 — GD and SAM stable iff η < 2/λ,
-USAM iff η(λ + ρλ²) < 2 — with λ the top Hessian eigenvalue at the initialization (exact for a
+"""Stability phase diagrams (the project's own: no paper shows these): where GD, SAM and USAM converge or
+diverge over an η × ρ grid, against the boundaries of Dai et al. Thm 1 / Thm 10 — GD and SAM stable iff
+η < 2/λ, USAM iff η(λ + ρλ²) < 2 — with λ the top Hessian eigenvalue at the initialization (exact for a
 quadratic, a local approximation otherwise).
 """
 
@@ -25,11 +25,21 @@ def first_diverging_lr(final: pd.DataFrame) -> pd.Series:
     return diverged.groupby("rho").lr.min().reindex(sorted(final.rho.unique()))
 
 
-def draw_phase_diagram(df: pd.DataFrame, stem: Path, lam: float, title: str, log_lr: bool = False) -> None:
+NOT_A_PAPER_FIGURE = "project diagram, not a paper figure"
+
+
+def draw_phase_diagram(df: pd.DataFrame, stem: Path, lam: float, title: str, log_lr: bool = False,
+                       extra_panel=None) -> None:
+    """GD, SAM and USAM over the η × ρ grid, and ``extra_panel(ax)`` in a fourth panel when given."""
     final = final_rows(df)
     loss_column = "loss" if "loss" in final else "train_loss"
     lrs, rhos = np.sort(final.lr.unique()), np.sort(final.rho.unique())
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), sharey=True, layout="constrained")
+    fig, axes = plt.subplots(1, 4 if extra_panel else 3, figsize=(19 if extra_panel else 14, 4.2),
+                             layout="constrained")
+    for ax in axes[1:3]:
+        ax.sharey(axes[0])
+    if extra_panel:
+        extra_panel(axes[3])
     for ax, opt in zip(axes, ("gd", "sam", "usam")):
         runs = final[final["opt"] == opt].set_index(["rho", "lr"])
         loss = runs[loss_column].where(runs.status != "diverged").unstack("lr").reindex(index=rhos, columns=lrs)
@@ -45,8 +55,8 @@ def draw_phase_diagram(df: pd.DataFrame, stem: Path, lam: float, title: str, log
                xscale="log" if log_lr else "linear")
     axes[0].set_ylabel("ρ")
     axes[0].legend(fontsize=8, loc="upper right")
-    fig.colorbar(image, ax=axes, label="log10 final loss", shrink=0.9)
-    fig.suptitle(f"{title}; λ = {lam:.4g}, {setting(df, 'steps'):,} steps")
+    fig.colorbar(image, ax=axes[:3], label="log10 final loss", shrink=0.9)
+    fig.suptitle(f"{title}; λ = {lam:.4g}, {setting(df, 'steps'):,} steps ({NOT_A_PAPER_FIGURE})")
     save(fig, stem)
 
 
@@ -56,6 +66,13 @@ def boundary_claims(df: pd.DataFrame, lam: float, exact: bool) -> list[Claim]:
     final = final_rows(df)
     lrs = np.sort(final.lr.unique())
     kind = "" if exact else " (λ at init: local approximation)"
+    grid = "ours: one step of the η grid"
+    usam_role, gd_role, sam_role = (
+        (dict(kind="paper", cite="Dai Thm 1 (USAM: Thm 10)", source=grid),
+         dict(kind="paper", cite="Dai Thm 1 ('GD converges iff η < 2/β')", source=grid),
+         dict(kind="paper", cite="Dai Thm 1 (SAM)", source="exact: Thm 1 holds for every ρ"))
+        if exact else (dict(kind="extension", source=grid + "; λ at init"),) * 2
+        + (dict(kind="extension", source="exact"),))
 
     def next_grid_lr(x):
         above = lrs[lrs > x - 1e-12]
@@ -70,7 +87,7 @@ def boundary_claims(df: pd.DataFrame, lam: float, exact: bool) -> list[Claim]:
         f"USAM diverges once η(λ+ρλ²) > 2{kind}", "first diverging η = first grid η above 2/(λ+ρλ²)",
         f"{int(match.sum())}/{len(usam)} values of ρ match (ρ=0: {usam.iloc[0]:.4g} vs {predicted[0]:.4g}; "
         f"ρ={usam.index[-1]:g}: {usam.iloc[-1]:.4g} vs {predicted[-1]:.4g})", "one grid step of η",
-        bool(match.all()), note="" if exact or match.all() else
+        bool(match.all()), **usam_role, note="" if exact or match.all() else
         "a non-quadratic loss: the sharpness changes along the path, so λ at init predicts the boundary only "
         "where divergence sets in within the first steps (large ρ); elsewhere the runs survive longer"))
     gd = first_diverging_lr(final[final["opt"] == "gd"]).iloc[0]
@@ -78,7 +95,7 @@ def boundary_claims(df: pd.DataFrame, lam: float, exact: bool) -> list[Claim]:
     gd_ok = bool(np.isclose(gd, gd_pred) or abs(gd - gd_pred) <= np.diff(lrs).max() + 1e-12)
     out.append(Claim(f"GD diverges iff η > 2/λ{kind}",
                      f"first diverging η = {gd_pred:.4g} (2/λ = {theory.gd_max_lr(lam):.4g})",
-                     f"{gd:.4g}" if np.isfinite(gd) else "none diverged", "one grid step of η", gd_ok,
+                     f"{gd:.4g}" if np.isfinite(gd) else "none diverged", "one grid step of η", gd_ok, **gd_role,
                      note="" if exact or gd_ok else
                      f"GD survives up to η = {gd:.3g} = {gd * lam / 2:.1f}×2/λ(w0): on this non-quadratic loss "
                      "the iterates leave the sharp initial region (the sharpness drops along the path) "
@@ -86,7 +103,7 @@ def boundary_claims(df: pd.DataFrame, lam: float, exact: bool) -> list[Claim]:
     sam = final[(final["opt"] == "sam") & (final.lr < theory.gd_max_lr(lam))]
     n_div = int((sam.status == "diverged").sum())
     out.append(Claim(f"SAM with η < 2/λ never diverges, for every ρ{kind}", "0 diverged runs",
-                     f"{n_div} of {len(sam)} diverged", "exact", n_div == 0))
+                     f"{n_div} of {len(sam)} diverged", "exact", n_div == 0, **sam_role))
     return out
 
 

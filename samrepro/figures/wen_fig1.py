@@ -79,11 +79,12 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
             mine = key == target
             ax.plot(*point, MARKERS[key], ms=9 if mine else 6, mfc="gold" if mine else "none", mec="k")
         ax.plot(*start(df), "k+", ms=8)
-    panels[0].legend(fontsize=7, loc="upper right")
+    panels[0].legend(fontsize=7, loc="upper left")
 
     ax = panels[3]  # where each method ends, over the whole sweep
     _contours(ax, "end points of the whole sweep", "F0+F1")
     final = final_rows(df)
+    keys = []  # GD on L^asc's end points are numbered here and listed in a key: labels would overprint
     for (opt, bs, sched), runs in final.groupby(["opt", "task.batch_size", "lr_schedule.name"]):
         color = SWEEP_COLORS[(opt, bs)]
         for _, r in runs.iterrows():
@@ -92,8 +93,9 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
             p = end_point(runs_of(df, opt, bs, **{"run": r.run}), bs)
             ax.plot(*p, "o" if sched == "geometric" else "x", color=color, ms=6, alpha=0.8)
             if opt == "gd_ascent" and bs == 2:
-                ax.annotate(f"η={r.lr:g},ρ={r.rho:g}", p, fontsize=6, color=color, xytext=(3, -8),
-                            textcoords="offset points")
+                keys.append(f"{len(keys) + 1}: η={r.lr:g}, ρ={r.rho:g}, {sched}")
+                ax.annotate(str(len(keys)), p, fontsize=7, color=color, textcoords="offset points",
+                            xytext=((4, 3), (4, -10), (-10, 3), (-10, -10))[len(keys) % 4])
     for key, point in theory.TOY4D_LIMITS.items():
         ax.plot(*point, MARKERS[key], ms=9, mfc="gold", mec="k")
     for (opt, bs), color in SWEEP_COLORS.items():
@@ -101,17 +103,22 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     ax.plot([], [], "ko", label="η annealed (geometric)")
     ax.plot([], [], "kx", label="constant η")
     ax.legend(fontsize=6, loc="upper center", ncol=2)
+    ax.text(0.02, 0.62, "GD on $L^{asc}$, full batch:\n" + "\n".join(keys), transform=ax.transAxes, fontsize=6,
+            color=SWEEP_COLORS[("gd_ascent", 2)], va="top")
 
     for i, (label, (opt, bs, _, _)) in enumerate(METHODS.items()):
         ax3 = fig.add_subplot(grid[1, 4 * i:4 * i + 4], projection="3d")
-        x = end_point(runs_of(df, opt, bs, **HEADLINE), bs)
+        x, y_norm, loss = end_state(runs_of(df, opt, bs, **HEADLINE), bs)
         f0, f1 = theory.toy4d_factors(x)
         g = np.linspace(-1, 1, 40)
         y0, y1 = np.meshgrid(g, g)
         surface = theory.toy4d_loss(np.stack([np.full_like(y0, x[0]), np.full_like(y0, x[1]), y0, y1], axis=-1))
-        ax3.plot_surface(y0, y1, surface, cmap="viridis", lw=0, alpha=0.9)
+        ax3.plot_surface(y0, y1, surface, cmap="viridis", lw=0, alpha=0.6)
+        last = runs_of(df, opt, bs, **HEADLINE).sort_values("step").iloc[-1]  # the final iterate, y included
+        ax3.plot([last.y0], [last.y1], [last.loss], "r*", ms=10, zorder=10)
         ax3.set(xlabel="$y_0$", ylabel="$y_1$", zlim=(0, 30),
-                title=f"{label}\n$L(x,\\cdot)$ at x=({x[0]:.2f}, {x[1]:.2f})\n$F_0$={f0:.2f}, $F_1$={f1:.2f}")
+                title=f"{label}\n$L(x,\\cdot)$ at x=({x[0]:.2f}, {x[1]:.2f})\n$F_0$={f0:.2f}, $F_1$={f1:.2f}; "
+                      f"end (red ★): ‖y‖={y_norm:.2g}, L={loss:.2g}")
         ax3.title.set_fontsize(8)
 
     ax = fig.add_subplot(grid[1, 17:])  # Thm 8: alignment of ∇L with v1 during phase II (full batch SAM)
@@ -129,18 +136,31 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     save(fig, stem)
 
 
-def _distance_claim(df: pd.DataFrame, label: str, opt: str, bs: int, key: str, keys: dict,
-                    note: str = "") -> Claim:
+def end_state(run: pd.DataFrame, batch_size: int) -> tuple[np.ndarray, float, float]:
+    """(x∞, ‖y∞‖, L∞): ``end_point``'s x, and the last ‖y‖ and loss (full batch) or their root mean
+    square and mean over the last TAIL of the run (batch size 1)."""
+    tail = run[run.step >= (1 - TAIL) * run.step.max()] if batch_size == 1 else run.sort_values("step").tail(1)
+    return end_point(run, batch_size), float(np.sqrt((tail.y0**2 + tail.y1**2).mean())), float(tail.loss.mean())
+
+
+def _distance_claim(df: pd.DataFrame, label: str, opt: str, bs: int, key: str, keys: dict, note: str = "",
+                    **role) -> Claim:
+    """x∞ against the predicted minimizer, and ‖y∞‖ against ‖y0‖: an end point off Γ = {y = 0} (‖y∞‖ above
+    its start) is no minimizer on Γ, wherever x is."""
     target = np.array(theory.TOY4D_LIMITS[key])
     finals = final_rows(runs_of(df, opt, bs, **keys))
     done = finals[finals.status == "completed"]
-    ends = [end_point(runs_of(df, opt, bs, run=r), bs) for r in done.run]
-    dist = np.array([np.linalg.norm(e - target) for e in ends])
-    where = ", ".join(f"({e[0]:.3f}, {e[1]:.3f})" for e in ends)
-    return Claim(label, f"x∞ = ({target[0]:.3g}, {target[1]:.3g})",
-                 f"x∞ = {where}; max distance {dist.max():.3g} ({len(done)}/{len(finals)} runs completed)"
-                 if len(dist) else "no completed run",
-                 f"‖x∞ − x*‖ ≤ {TOLERANCE:g}", bool(len(dist) and (dist <= TOLERANCE).all()), note)
+    ends = [end_state(runs_of(df, opt, bs, run=r), bs) for r in done.run]
+    dist = np.array([np.linalg.norm(x - target) for x, _, _ in ends])
+    y_start = float(np.linalg.norm(setting(df, "task.y_init")))
+    on_gamma = np.array([y <= y_start for _, y, _ in ends])
+    loss0 = setting(df[df.step == 0], "loss")
+    where = "; ".join(f"x = ({x[0]:.3f}, {x[1]:.3f}), ‖y‖ = {y:.2g}, L = {loss:.2g}" for x, y, loss in ends)
+    return Claim(label, f"x∞ = ({target[0]:.3g}, {target[1]:.3g}) on Γ",
+                 f"{where}; max distance {dist.max():.3g} (L0 = {loss0:.3g}; {len(done)}/{len(finals)} runs "
+                 "completed)" if len(dist) else "no completed run",
+                 f"‖x∞ − x*‖ ≤ {TOLERANCE:g} and ‖y∞‖ ≤ ‖y0‖ = {y_start:.3g}",
+                 bool(len(dist) and (dist <= TOLERANCE).all() and on_gamma.all()), note, **role)
 
 
 def diverged_note(df: pd.DataFrame, opt: str, bs: int) -> str:
@@ -150,52 +170,75 @@ def diverged_note(df: pd.DataFrame, opt: str, bs: int) -> str:
     return "".join(f"; ρ = {r.rho:g} with η = {r.lr:g} diverges" for r in diverged.itertuples())
 
 
+FIGURE_SOURCE = f"ours: Wen's figure gives no parameters and no error; {TOLERANCE:g} in x, and ‖y‖ back at Γ"
+
+
 def claims(df: pd.DataFrame) -> list[Claim]:
     biased = [(lr, theory.toy4d_sam_bs1_cycle_limit(lr)) for lr in sorted(df.lr.unique())]
     h = f"η={HEADLINE['lr']:g} annealed, ρ={HEADLINE['rho']:g}"
+    const = final_rows(runs_of(df, "sam", 1, **{"lr_schedule.name": "constant"}))
+    thm11 = (const.lr + const.rho) * np.log(1 / (const.lr * const.rho))
+    fig1 = dict(kind="paper", source=FIGURE_SOURCE)
+    off_gamma = final_rows(runs_of(df, "gd_ascent", 2, **HEADLINE))
     out = [
-        _distance_claim(df, f"full-batch SAM → argmin λ1 = argmin F0 ({h})", "sam", 2, "sam", HEADLINE),
+        _distance_claim(df, f"full-batch SAM → argmin λ1 = argmin F0 ({h})", "sam", 2, "sam", HEADLINE,
+                        cite="Wen Fig. 1 (1)", **fig1),
         _distance_claim(df, "full-batch SAM → argmin F0 (constant η, every η, ρ)", "sam", 2, "sam",
-                        {"lr_schedule.name": "constant"}),
+                        {"lr_schedule.name": "constant"}, cite="Wen Fig. 1 (1)", **fig1),
         _distance_claim(df, f"GD on L^asc → argmin λ_min = argmin F1 ({h})", "gd_ascent", 2, "gd_ascent",
-                        HEADLINE),
+                        HEADLINE, cite="Wen Fig. 1 (2)", **fig1,
+                        note="x reaches argmin F1, but the iterate leaves Γ: ‖y‖ grows from "
+                             f"{np.linalg.norm(setting(df, 'task.y_init')):.3g} to "
+                             f"{float(np.hypot(off_gamma.y0, off_gamma.y1).max()):.3g} (y1 ≈ "
+                             f"{float(off_gamma.y1.abs().max()):.2f}) and the loss ends above its start: an end "
+                             "point off the manifold, not a minimizer on Γ (the mechanism is not established here)"),
         _distance_claim(df, "GD on L^asc → argmin F1 (constant η, every η, ρ)", "gd_ascent", 2, "gd_ascent",
-                        {"lr_schedule.name": "constant"},
-                        note="expected failure: with constant η, y0 flips sign every step in a 2-cycle (the "
+                        {"lr_schedule.name": "constant"}, cite="Wen Fig. 1 (2)", **fig1,
+                        note="with constant η, y0 flips sign every step in a 2-cycle (the "
                              "normalization's derivative makes y0 = 0 unstable) and x freezes at a spurious "
                              "point between (0,0) and (1,1); where it freezes depends on (η, ρ) and, the "
                              "cycle being chaotic, even on rounding" + diverged_note(df, "gd_ascent", 2)),
         _distance_claim(df, f"SAM batch size 1 → argmin Tr = argmin F0+F1 ({h}; mean of the last "
-                            f"{TAIL:.0%})", "sam", 1, "sam_bs1", HEADLINE),
+                            f"{TAIL:.0%})", "sam", 1, "sam_bs1", HEADLINE, cite="Wen Fig. 1 (3)", **fig1),
         _distance_claim(df, "SAM batch size 1 → argmin F0+F1 (constant η; mean of last iterates)", "sam", 1,
-                        "sam_bs1", {"lr_schedule.name": "constant"},
-                        note="finite-η bias: in its 2-cycle the step on L_k weights F_k by (2/(2−4ηF_k))², "
-                             "favouring F0 (the larger); minimizing Σ_k c_k F_k with these weights gives "
+                        "sam_bs1", {"lr_schedule.name": "constant"}, kind="paper", cite="Wen Thm 11",
+                        source="Thm 11: ‖Φ(x) − X‖ = O((η+ρ)·log(1/ηρ)), only for (η+ρ)·log(1/ηρ) small",
+                        in_hypotheses=False,
+                        note=f"(η+ρ)·log(1/ηρ) = {thm11.min():.2g} … {thm11.max():.2g} at these (η, ρ): not small, "
+                             "so Thm 11 bounds nothing here. The end points carry a finite-η bias: in its "
+                             "2-cycle the step on L_k weights F_k by (2/(2−4ηF_k))², favouring F0 (the larger); "
+                             "minimizing Σ_k c_k F_k with these weights gives "
                              + " and ".join(f"({x[0]:.3f}, {x[1]:.3f}) at η = {lr:g}" for lr, x in biased)
                              + ". It vanishes as η → 0, hence the annealed headline"),
     ]
     out.append(_distance_claim(
-        df, f"GD on the batch-size-1 L^asc → argmin Tr (Thm 10; {h}; mean of the last {TAIL:.0%})",
-        "gd_ascent", 1, "sam_bs1", HEADLINE))
+        df, f"GD on the batch-size-1 L^asc → argmin Tr ({h}; mean of the last {TAIL:.0%})",
+        "gd_ascent", 1, "sam_bs1", HEADLINE, kind="paper", cite="Wen Thm 10 (stochastic R^asc → Tr/2)",
+        source=FIGURE_SOURCE))
     gd = final_rows(runs_of(df, "gd", 2))
     x0, y0 = start(df), np.array(setting(df, "task.y_init"))
     move = np.hypot(gd.x0 - x0[0], gd.x1 - x0[1]).max()
     scale = float(y0 @ y0)
     out.append(Claim("GD baseline stops near its start (no drift along Γ)",
                      f"‖x∞ − x0‖ = O(‖y0‖²) = O({scale:g})", f"max ‖x∞ − x0‖ = {move:.4f}", f"≤ ‖y0‖² = {scale:g}",
-                     bool(move <= scale)))
+                     bool(move <= scale), kind="extension",
+                     source="ours: gradient flow moves x by O(‖y0‖²) before it reaches Γ (constant 1)"))
     sam = runs_of(df, "sam", 2)
     sam = sam[(sam.status == "completed") & (sam.step >= sam.steps / 2)]
     angle = np.arccos(np.clip(sam.grad_v1_cos, 0, 1))
     ratio = (angle / sam.rho).groupby([sam.lr, sam.rho, sam["lr_schedule.name"]]).max()
+    rho_over_lr = sam.rho / sam.lr
     out.append(Claim("Thm 8: in phase II ∠(∇L, v1(∇²L)) = O(ρ) (full-batch SAM, second half of each run)",
                      "angle ≤ C·ρ", f"max angle/ρ = {ratio.max():.2e} over {len(ratio)} runs",
-                     "C = 1", bool((ratio <= 1).all())))
+                     "C = 1", bool((ratio <= 1).all()), kind="paper", cite="Wen Thm 8 (phase II alignment)",
+                     source="ours: the constant of O(ρ)", in_hypotheses=False,
+                     note=f"Thm 8 assumes ρ/η small; these runs have ρ/η = {rho_over_lr.min():.0f} … "
+                          f"{rho_over_lr.max():.0f}: shown, not scored"))
     return out
 
 
 FIGURE = Figure(
-    "wen_fig1", "4D toy: SAM, GD on L^asc, SAM with batch size 1", draw, claims,
+    "wen_fig1", "4D toy: SAM, GD on L^asc, SAM with batch size 1", draw, claims, cite="Wen Fig. 1",
     notes=("Init x = (0.5, 0.5), y = (0.1, 0.1); 7,000 steps; sweep η ∈ {0.002, 0.005}, ρ ∈ {0.5, 2}, "
            "constant or geometrically annealed η (to 1e-4·η, `lr_schedule`). The paper gives none of these. "
            "GD on L^asc (full derivative through the normalization) reaches argmin F1 only with η annealed "
