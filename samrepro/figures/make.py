@@ -3,7 +3,7 @@ and results/figures/<id>.png|pdf, and judge its claims. With no ids (``make figs
 figure (the GPU ones from their committed CSVs) and rewrites results/CLAIMS.md; with ids it does only
 those and leaves CLAIMS.md as it is, unless ``--claims`` (the other figures judged from their CSVs).
 ``--gpu`` (``make figs-gpu``) runs the sweeps of the GPU figures (CIFAR-10), which need CUDA and the
-dataset, instead of the CPU ones.
+dataset, instead of the CPU ones. Figures are made in parallel, one worker process per core (``-j``).
 
 Staleness is judged by content, never by file times (a fresh clone's are arbitrary): results/<id>.manifest.json
 records what the CSV was made from (each run folder with its config's fingerprint, or for a figure with
@@ -16,16 +16,21 @@ import argparse
 import hashlib
 import inspect
 import json
+import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
+from importlib import resources
 from pathlib import Path
 
 import matplotlib
 import pandas as pd
+import yaml
 
-from samrepro.cli import multirun
+from samrepro.cli import CONF_MODULE, multirun
 from samrepro.collect import collect, write_csv_atomic
 from samrepro.config import ConfigError
 from samrepro.figures import KINDS, OUTSIDE, Claim, Figure, registry
@@ -83,10 +88,10 @@ def draw_if_stale(fig: Figure, df: pd.DataFrame, stem: Path, csv_sha256: str | N
     return drawn_from
 
 
-def file_states(folder: Path) -> dict[Path, tuple[int, int]]:
-    """Each file below ``folder`` with its inode and mtime: writing a file changes one or both. Only used
-    to report what a run wrote, never to judge staleness."""
-    return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+def file_states(paths: Iterable[Path]) -> dict[Path, tuple[int, int]]:
+    """Each existing file of ``paths`` with its inode and mtime: writing a file changes one or both. Only
+    used to report what a run wrote, never to judge staleness."""
+    return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in paths if p.is_file()}
 
 
 def tally(claims: list[Claim]) -> dict[str, dict[str, int]]:
@@ -138,6 +143,47 @@ def needs(fig: Figure) -> str:
     return "needs " + ("a GPU and CIFAR-10: `make figs-gpu`" if fig.gpu else f"`samrepro-figs {fig.id}`")
 
 
+def produce(fig_id: str, results: Path, gpu: bool) -> tuple[str, list[Claim], bool]:
+    """One figure (in a worker process of ``main``): its sweep, its CSV and manifest, its drawing when stale,
+    its claims; returns what to print, the claims, and whether its sweep ran."""
+    fig = registry()[fig_id]
+    csv, manifest_path = results / f"{fig_id}.csv", results / f"{fig_id}.manifest.json"
+    outputs = [csv, manifest_path, *(results / "figures" / f"{fig_id}{suffix}" for suffix in (".png", ".pdf"))]
+    manifest, before, start = read_manifest(manifest_path), file_states(outputs), time.perf_counter()
+    if fig.gpu == gpu:
+        try:
+            df, made = make_csv(fig, csv, manifest)
+        except (ConfigError, SystemExit) as err:  # SystemExit: the sweep's one-line error, already printed
+            if isinstance(err, ConfigError):
+                print(f"samrepro-figs: error: {fig_id}: {err}", file=sys.stderr)
+            return f"{fig_id}: failed", not_run(fig, "its sweep failed: see the error printed by samrepro-figs"), False
+    elif csv.exists():  # the other kind's figure: drawn and judged from its committed CSV
+        df, made = pd.read_csv(csv), {k: manifest[k] for k in ("inputs", "csv_sha256") if k in manifest}
+    else:
+        return f"{fig_id}: not run ({needs(fig)})", not_run(fig, needs(fig)), True
+    made["drawn_from"] = draw_if_stale(fig, df, results / "figures" / fig_id, file_sha256(csv), manifest)
+    if made != manifest:
+        write_text_atomic(manifest_path, json.dumps(made, indent=2, sort_keys=True) + "\n")
+    written = [str(p) for p, state in file_states(outputs).items() if before.get(p) != state]
+    return (f"{fig_id}: {len(df)} rows in {time.perf_counter() - start:.1f} s; "
+            + (f"wrote {', '.join(written)}" if written else "up to date, nothing written")), fig.claims(df), True
+
+
+def produce_group(fig_ids: list[str], results: Path, gpu: bool) -> list[tuple[str, list[Claim], bool]]:
+    """Figures that share a sweep's runs, one after another in one worker (one writer per run folder)."""
+    return [produce(fig_id, results, gpu) for fig_id in fig_ids]
+
+
+def sweep_groups(fig_ids: list[str]) -> list[list[str]]:
+    """``fig_ids`` grouped by the run folders they share: the ``name`` of their experiment's sweep."""
+    groups: dict[str, list[str]] = {}
+    for fig_id in fig_ids:
+        experiment = resources.files(CONF_MODULE) / "experiment" / f"{fig_id}.yaml"
+        name = yaml.safe_load(experiment.read_text()).get("name") if experiment.is_file() else None
+        groups.setdefault(name or fig_id, []).append(fig_id)
+    return list(groups.values())
+
+
 def main(argv: list[str] | None = None) -> None:
     figures = registry()
     parser = argparse.ArgumentParser(prog="samrepro-figs", description=__doc__,
@@ -146,6 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--gpu", action="store_true",
                         help="run the sweeps of the GPU figures (those named, default all), not the CPU ones")
+    parser.add_argument("-j", "--jobs", type=int, default=None,
+                        help="figures made at once, each in a worker process (default: one per core)")
     parser.add_argument("--claims", action="store_true",
                         help="with ids: rewrite CLAIMS.md too, judging the other figures from their CSVs")
     args = parser.parse_args(argv)
@@ -154,32 +202,17 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"samrepro-figs: error: unknown figure id {unknown[0]}; allowed: {', '.join(figures)}\n")
     (args.results / "figures").mkdir(parents=True, exist_ok=True)
     rows, failed = {}, []
-    for fig_id in args.ids or figures:
-        fig = figures[fig_id]
-        csv, manifest_path = args.results / f"{fig_id}.csv", args.results / f"{fig_id}.manifest.json"
-        manifest, before, start = read_manifest(manifest_path), file_states(args.results), time.perf_counter()
-        if fig.gpu == args.gpu:
-            try:
-                df, made = make_csv(fig, csv, manifest)
-            except (ConfigError, SystemExit) as err:  # SystemExit: the sweep's one-line error, already printed
-                if isinstance(err, ConfigError):
-                    print(f"samrepro-figs: error: {fig_id}: {err}", file=sys.stderr)
-                failed.append(fig_id)
-                rows[fig_id] = not_run(fig, "its sweep failed: see the error printed by samrepro-figs")
-                continue
-        elif csv.exists():  # the other kind's figure: drawn and judged from its committed CSV
-            df, made = pd.read_csv(csv), {k: manifest[k] for k in ("inputs", "csv_sha256") if k in manifest}
-        else:
-            rows[fig_id] = not_run(fig, needs(fig))
-            print(f"{fig_id}: not run ({needs(fig)})")
-            continue
-        made["drawn_from"] = draw_if_stale(fig, df, args.results / "figures" / fig_id, file_sha256(csv), manifest)
-        if made != manifest:
-            write_text_atomic(manifest_path, json.dumps(made, indent=2, sort_keys=True) + "\n")
-        written = [str(p) for p, state in file_states(args.results).items() if before.get(p) != state]
-        print(f"{fig_id}: {len(df)} rows in {time.perf_counter() - start:.1f} s; "
-              + (f"wrote {', '.join(written)}" if written else "up to date, nothing written"))
-        rows[fig_id] = fig.claims(df)
+    groups = sweep_groups(args.ids or list(figures))
+    jobs = max(1, min(args.jobs or os.cpu_count() or 1, len(groups)))
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) if jobs > 1 else None
+    with pool or nullcontext():  # the workers make the figures; this process assembles the claims
+        done = [pool.submit(produce_group, g, args.results, args.gpu) for g in groups] if pool else (
+            produce_group(g, args.results, args.gpu) for g in groups)
+        for group, result in zip(groups, done):
+            for fig_id, (message, claims, ok) in zip(group, result.result() if pool else result):
+                print(message, flush=True)
+                rows[fig_id] = claims
+                failed += [] if ok else [fig_id]
     for fig_id, claims in rows.items():
         for c in claims:
             print(f"  [{c.verdict}] {fig_id}: {c.claim} — measured {c.measured}")
