@@ -40,7 +40,8 @@ RUN_FILES = frozenset({CONFIG, METRICS, SUMMARY, CHECKPOINT, HYDRA_DIR, LOCK})
 # Keys that cannot change a result: left out of the fingerprint (and of the folder name, conf/config.yaml).
 NON_RESULT_KEYS = frozenset({"progress", "threads", "name", "device", "objective", "task.data_root", "task.download",
                              "stage.save_to"})
-FLUSH_SECONDS = 30.0  # a running configuration rewrites its metrics.csv at most this often
+FLUSH_ROWS = 10_000  # a running configuration writes its metrics.csv once this many rows wait …
+FLUSH_VALUES = 32_000_000  # … or once its waiting rows' blocks hold this many floats (8 bytes each: 256 MB)
 
 
 HOST = socket.gethostname()
@@ -229,9 +230,15 @@ def claim(run_dir: Path, config: Mapping, inputs: Mapping | None = None, own: It
 
 
 class RunRecord:
-    """Writes one run's folder as it goes: its config first, its rows (kept in memory and rewritten
-    atomically at most every FLUSH_SECONDS, at checkpoints and at the end), its summary last. Only one
-    file is open at a time, whatever the number of configurations in a batch.
+    """Writes one run's folder as it goes: its config first, its rows, its summary last. Only one file
+    is open at a time, whatever the number of configurations in a batch.
+
+    A row is kept as the trainer logs it: its step and the batch's block of metrics at that step (one
+    flat ``array('d')``, shared by the batch's records; this run's values start at ``first``), so logging
+    builds and formats nothing. Rows become CSV text (``repr`` of each float) only when metrics.csv is
+    written: once FLUSH_ROWS rows wait, or sooner once the blocks they hold reach FLUSH_VALUES values
+    (memory), before each checkpoint and at the end. Each write rewrites the file atomically as the text
+    already on disk plus the new rows: a kill leaves the old file or the new one, never a partial row.
 
     ``identity`` (task, opt, lr, rho, seed) is repeated in the summary beside the run's ``inputs`` and the
     fingerprint of its config and inputs.
@@ -240,38 +247,69 @@ class RunRecord:
     def __init__(self, run_dir: Path, identity: dict, metric_names: Sequence[str], config: Mapping,
                  inputs: Mapping, resume_step: int = 0):
         """``resume_step`` > 0 continues a run resumed from a checkpoint of that step: the rows logged up
-        to it are kept, later ones dropped."""
+        to it are kept (metrics.csv is cut back to them now), later ones dropped."""
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / SUMMARY).unlink(missing_ok=True)
         dump_yaml(dict(config), self.dir / CONFIG)
         self.identity = {**identity, "fingerprint": fingerprint(config, inputs), "inputs": dict(inputs)}
         self.columns = ("step", *metric_names)
-        self.rows: list[list[str]] = []
+        self._steps: list[int] = []  # the rows not written yet: their steps, their blocks, where in it each starts
+        self._blocks: list[Sequence[float]] = []
+        self._firsts: list[int] = []
+        self._written = False  # metrics.csv holds this run's rows so far (else it is absent or stale)
+        self._last_written: dict[str, float] = {}
+        self.steps_logged = 0
         if resume_step:
             with open(self.dir / METRICS, newline="") as f:
                 rows = list(csv.reader(f))[1:]
-            self.rows = [r for r in rows if len(r) == len(self.columns) and int(r[0]) <= resume_step]
-        self.last: dict[str, float] = {}
-        self.steps_logged = 0
-        if self.rows:
-            self.last = {k: float(v) for k, v in zip(self.columns[1:], self.rows[-1][1:], strict=True)}
-            self.steps_logged = int(self.rows[-1][0])
-        self._flushed = time.monotonic()
+            kept = [r for r in rows if len(r) == len(self.columns) and int(r[0]) <= resume_step]
+            write_text_atomic(self.dir / METRICS, self._csv_text([self.columns, *kept]))
+            self._written = True
+            if kept:
+                self._last_written = {k: float(v) for k, v in zip(self.columns[1:], kept[-1][1:], strict=True)}
+                self.steps_logged = int(kept[-1][0])
 
-    def write_row(self, step: int, metrics: dict[str, float]) -> None:
-        self.rows.append([str(step), *(repr(float(metrics[k])) for k in self.columns[1:])])
-        self.last = dict(metrics)
+    @staticmethod
+    def _csv_text(rows: Iterable[Sequence[str]]) -> str:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(rows)
+        return buf.getvalue()
+
+    @property
+    def last(self) -> dict[str, float]:
+        """The metrics of the last row logged (empty before the first)."""
+        if not self._steps:
+            return self._last_written
+        block, first = self._blocks[-1], self._firsts[-1]
+        return dict(zip(self.columns[1:], block[first:first + len(self.columns) - 1]))
+
+    def write_row(self, step: int, block: Sequence[float], first: int) -> None:
+        """Logs the row of ``step``: this run's metrics (in ``columns`` order) are
+        ``block[first:first + len(metric_names)]``, floats; ``block`` is kept as it is, not copied."""
+        self._steps.append(step)
+        self._blocks.append(block)
+        self._firsts.append(first)
         self.steps_logged = step
-        if time.monotonic() - self._flushed > FLUSH_SECONDS:
+        if len(self._steps) >= FLUSH_ROWS or len(self._steps) * len(block) >= FLUSH_VALUES:
             self.flush()
 
     def flush(self) -> None:
-        """Rewrites metrics.csv with every row so far (atomically)."""
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows([self.columns, *self.rows])
-        write_text_atomic(self.dir / METRICS, buf.getvalue())
-        self._flushed = time.monotonic()
+        """Writes the rows logged so far to metrics.csv (atomically): the file's text plus the new rows."""
+        if self._written and not self._steps:
+            return
+        width = len(self.columns) - 1
+        new = "".join([f"{step},{','.join(map(repr, block[first:first + width]))}\n"
+                       for step, block, first in zip(self._steps, self._blocks, self._firsts)])
+        path = self.dir / METRICS
+        if self._written:
+            with open(path, newline="") as f:
+                old = f.read()
+        else:
+            old = self._csv_text([self.columns])
+        write_text_atomic(path, old + new)
+        self._last_written, self._written = self.last, True
+        self._steps, self._blocks, self._firsts = [], [], []
 
     def finish(self, status: str, steps_done: int, wall_seconds: float, **extra: object) -> dict:
         self.flush()

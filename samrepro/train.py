@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -109,6 +110,8 @@ def train(
     optimizer.frozen = frozen
     stand_ins = [p.detach().clone() for p in params] if task.config_dim else []
     summaries: list[dict | None] = [None] * n
+    width = len(task.metric_names)
+    until_columns = [(task.metric_names.index(k), v) for k, v in (until or {}).items()]
     start = time.perf_counter()
 
     def finish(c: int, status: str, steps_done: int, **extra: object) -> None:
@@ -133,10 +136,12 @@ def train(
             return
         safe = params if frozen is None else [
             torch.where(m, s, p) for m, s, p in zip(optimizer.per_config_views(frozen), stand_ins, params)]
-        values = {k: v.tolist() for k, v in task.metrics(safe, step).items()}
+        metrics = task.metrics(safe, step)
+        block = torch.stack([metrics[k].to(device, torch.float64) for k in task.metric_names], 1)  # [C, M]
+        values = array("d", block.detach().cpu().numpy().tobytes())  # one read-back; row c: values[c·M:(c+1)·M]
         for c in list(running):
-            records[c].write_row(step, {k: v[c] for k, v in values.items()})
-            if until and all(values[k][c] >= v for k, v in until.items()):
+            records[c].write_row(step, values, c * width)
+            if until and all(values[c * width + j] >= v for j, v in until_columns):
                 running.remove(c)
                 if frozen is not None:
                     frozen[c] = True

@@ -2,22 +2,24 @@
 open files stay bounded, and a diverging configuration never disturbs the others of its batch."""
 
 import csv
+import io
 import json
 import os
 import resource
 import shutil
 import subprocess
 import sys
+from array import array
 from pathlib import Path
 
 import pytest
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 
-from samrepro import runner
+from samrepro import records, runner, tasks
 from samrepro.collect import collect, run_folders
 from samrepro.config import ConfigError
-from samrepro.records import HOST, LOCK, claim, fingerprint, write_atomic
+from samrepro.records import HOST, LOCK, RunRecord, claim, fingerprint, write_atomic
 from samrepro.runner import Run
 
 
@@ -209,3 +211,66 @@ def test_jobs_that_share_a_folder_are_computed_once_or_refused(tmp_path):
                                           r"\(lr: 0.1 → 0.2\)"):
         runner.run([Run.of(cfg, tmp_path / "b"), Run.of(cfg, tmp_path / "b", lr=0.2)])
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("task", sorted(BATCHABLE))
+def test_metrics_csv_holds_the_repr_of_each_logged_value(task, tmp_path, monkeypatch):
+    """The bytes that samrepro wrote before rows were kept as arrays: csv.writer over ``str(step)`` and
+    ``repr(float(v))`` of each metric tensor's ``tolist()``, for every row of every run of a batch (a
+    diverging configuration, NaN metrics and values that carry autograd included)."""
+    logged = {}
+    build = tasks.build
+
+    def spying_build(*args):
+        task = build(*args)
+        metrics = task.metrics
+
+        def spy(params, step=0):
+            out = metrics(params, step)
+            logged[step] = {k: v.tolist() for k, v in out.items()}
+            return out
+
+        task.metrics = spy
+        return task
+
+    monkeypatch.setattr(tasks, "build", spying_build)
+    cfg = compose(f"task={task}", *BATCHABLE[task], "steps=7", "log_every=2")
+    configs = [dict(opt="sam", lr=0.01, rho=0.05), dict(opt="usam", lr=1e300, rho=1e308), dict(opt="gd", lr=0.02)]
+    runner.run([Run.of(cfg, tmp_path / str(i), **c) for i, c in enumerate(configs)])
+    for c in range(len(configs)):
+        got = (tmp_path / str(c) / "metrics.csv").read_bytes()
+        names, *steps = [row[0] for row in rows(tmp_path / str(c))]
+        assert names == "step" and len(steps) == (1 if c == 1 else 5)
+        want = io.StringIO()
+        columns = next(iter(logged.values())).keys()
+        csv.writer(want, lineterminator="\n").writerows(
+            [["step", *columns], *([s, *(repr(float(logged[int(s)][k][c])) for k in columns)] for s in steps)])
+        assert got == want.getvalue().encode()
+
+
+def test_a_record_writes_its_rows_by_count_and_a_resumed_one_keeps_those_up_to_its_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setattr(records, "FLUSH_ROWS", 3)
+    monkeypatch.setattr(records, "FLUSH_VALUES", 40)
+    path = tmp_path / "metrics.csv"
+    record = RunRecord(tmp_path, {"task": "t"}, ["a", "b"], {"lr": 0.1}, {})
+    block = array("d", [0.0, 0.0, 0.1, 1 / 3])  # two configurations' rows; this run's is the second
+    for step in range(2):
+        record.write_row(step, block, 2)
+    assert not path.exists() and record.last == {"a": 0.1, "b": 1 / 3} and record.steps_logged == 1
+    record.write_row(2, block, 2)  # the third waiting row: written
+    assert path.read_text() == "step,a,b\n" + "".join(f"{s},0.1,0.3333333333333333\n" for s in range(3))
+    wide = array("d", [float(i) for i in range(20)])
+    record.write_row(3, wide, 4)
+    assert len(rows(tmp_path)) == 1 + 3
+    record.write_row(4, wide, 6)  # 2 rows · 20 values ≥ FLUSH_VALUES: written before FLUSH_ROWS
+    assert rows(tmp_path)[4:] == [["3", "4.0", "5.0"], ["4", "6.0", "7.0"]]
+    record.finish("completed", 4, 0.0)
+    assert json.loads((tmp_path / "summary.json").read_text())["final"] == {"a": 6.0, "b": 7.0}
+
+    resumed = RunRecord(tmp_path, {"task": "t"}, ["a", "b"], {"lr": 0.1}, {}, resume_step=3)  # its checkpoint: step 3
+    assert [r[0] for r in rows(tmp_path)] == ["step", "0", "1", "2", "3"] and not (tmp_path / "summary.json").exists()
+    assert resumed.last == {"a": 4.0, "b": 5.0} and resumed.steps_logged == 3
+    resumed.write_row(4, wide, 6)
+    resumed.finish("completed", 4, 0.0)
+    assert [r[0] for r in rows(tmp_path)] == ["step", "0", "1", "2", "3", "4"]
+    assert rows(tmp_path)[-1] == ["4", "6.0", "7.0"]
