@@ -6,7 +6,7 @@ with an uninterrupted run of the same work.
     python scripts/fault_drill.py --kills 1 --grid 2 --steps 20     # a smoke run: about half a minute
 
 The work is a batched sweep of mixed configurations (GD, SAM and USAM on a quadratic over a 15 × 15 grid
-of η and ρ by default: 675 runs, USAM diverging in part of it) and ``samrepro-figs dai_thm2`` (its sweep, its CSV
+of η and ρ by default: 675 runs, USAM diverging in part of it) and ``samrepro-figs dai_thm3`` (its sweep, its CSV
 and its figure). Kills land in three phases, chosen in turn: during training (before any summary is
 written), during the summary writes at the end of the batch (the first summary.json is watched for),
 and during ``samrepro-figs`` (its CSV made stale first, killed as the CSV's or the figure's temp file
@@ -14,7 +14,7 @@ appears). After each kill the
 drill checks that every summary.json and metrics.csv on disk parses, then runs the command again; a
 trial may be killed up to three times before its last, uninterrupted run. Finally every run folder must
 equal the reference: byte-identical metrics.csv, one summary.json with the same status, steps and final
-metrics, no folder lost, none extra, no temp file left; and results/dai_thm2.csv byte-identical. It
+metrics, no folder lost, none extra, no temp file left; and results/dai_thm3.csv byte-identical. It
 prints kills survived and mismatches (both must be as stated: mismatches 0; exit code 1 otherwise) and,
 with ``--figure PATH``, draws the kills to PATH (.png, and its .pdf). Everything else lives in a temporary
 folder, removed at the end.
@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-FIGS = [str(BIN / "samrepro-figs"), "dai_thm2", "--results", "results"]
+FIGS = [str(BIN / "samrepro-figs"), "dai_thm3", "--results", "results"]
 PHASES = ("training", "summary writes", "samrepro-figs")
 
 
@@ -117,8 +117,8 @@ def attempt(phase: str, sweep: list[str], work: Path, rng: random.Random, durati
         in_phase = wait_for(lambda: summaries(work), proc)
         time.sleep(rng.uniform(0, 0.6))
     else:  # the CSV is made stale, so that samrepro-figs rewrites it; killed as its temp file appears
-        (work / "results" / "dai_thm2.csv").unlink(missing_ok=True)
-        writing = [(work / "results", "dai_thm2.csv.*.tmp"), (work / "results" / "figures", "dai_thm2.png.*.tmp")]
+        (work / "results" / "dai_thm3.csv").unlink(missing_ok=True)
+        writing = [(work / "results", "dai_thm3.csv.*.tmp"), (work / "results" / "figures", "dai_thm3.png.*.tmp")]
         in_phase = wait_for(lambda: any(any(folder.glob(name)) for folder, name in writing), proc)
     killed = kill(proc)
     return {"phase": phase, "at": time.monotonic() - t0, "killed": killed, "in_phase": in_phase,
@@ -155,7 +155,7 @@ def drill(sweep: list[str], kills_wanted: int, rng: random.Random, base: Path, f
         if error := finish(cmd, reference):
             sys.exit(f"the uninterrupted {name} failed:\n{error}")
         durations[name] = time.monotonic() - t
-    print(f"reference: sweep {durations['sweep']:.1f} s, samrepro-figs dai_thm2 {durations['figs']:.1f} s",
+    print(f"reference: sweep {durations['sweep']:.1f} s, samrepro-figs dai_thm3 {durations['figs']:.1f} s",
           flush=True)
     expected = folder_state(reference)
     kills, trials, mismatches = [], 0, []
@@ -176,9 +176,9 @@ def drill(sweep: list[str], kills_wanted: int, rng: random.Random, base: Path, f
         mismatches += [f"trial {trials}: extra {d}" for d in got.keys() - expected.keys()]
         mismatches += [f"trial {trials}: differs {d}" for d in expected.keys() & got.keys() if expected[d] != got[d]]
         mismatches += [f"trial {trials}: temp file {p}" for p in work.rglob("*.tmp")]
-        csv_path = Path("results", "dai_thm2.csv")
+        csv_path = Path("results", "dai_thm3.csv")
         if not (work / csv_path).exists() or (work / csv_path).read_bytes() != (reference / csv_path).read_bytes():
-            mismatches.append(f"trial {trials}: results/dai_thm2.csv differs")
+            mismatches.append(f"trial {trials}: results/dai_thm3.csv differs")
         shutil.rmtree(work)
         phases = ", ".join(k["phase"] for k in kills if k["trial"] == trials and k["killed"])
         print(f"trial {trials}: killed in {phases or 'none (the command had ended)'}; mismatches so far: "

@@ -14,7 +14,7 @@ import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 HEAVY = ("torch", "pytorch_optimizer", "hydra", "omegaconf", "matplotlib")
-NUMBER = r"\d+\.\d+"
+NUMBER = r"-?\d+\.\d+"  # a marginal cost within the noise can come out negative
 
 
 def run_script(name: str, *args: str, cwd: Path, blocked: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
@@ -106,6 +106,6 @@ def test_fault_drill_tiny_run_survives_its_kills_and_draws_only_when_asked(tmp_p
     assert result.returncode == 0, result.stdout + result.stderr
     survived = re.search(r"(\d+) kills survived in (\d+) trials \((\d+) run folders each\); mismatches: 0",
                          result.stdout)
-    assert survived and int(survived[1]) >= 1 and int(survived[3]) == 3 * 2 * 2 + 22  # the sweep, dai_thm2
+    assert survived and int(survived[1]) >= 1 and int(survived[3]) == 3 * 2 * 2 + 4  # the sweep, dai_thm3
     assert "MISMATCH" not in result.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drill.pdf", "drill.png"]  # nothing else written here
