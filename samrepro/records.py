@@ -211,11 +211,7 @@ def claim(run_dir: Path, config: Mapping, inputs: Mapping | None = None, own: It
     if fingerprint(old) == fingerprint(config):
         if summary is None or summary["status"] not in FINISHED:
             return "resume"
-        if inputs is None or summary.get("inputs") == inputs:
-            return "done"
-        changed = [k for k in inputs if summary.get("inputs", {}).get(k) != inputs[k]]
-        log.info("%s: recomputed: its run was computed from other inputs (%s)", run_dir, ", ".join(changed))
-        return "new"
+        return "done" if inputs is None or summary.get("inputs") == inputs else "new"
     diff = config_diff(old, config)
     capped = summary is not None and summary.get("until_reached") is False
     if capped and [d.split(":")[0] for d in diff] == ["steps"] and config["steps"] > old["steps"]:

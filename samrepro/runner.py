@@ -203,13 +203,23 @@ def run(runs: Sequence[Run], threads: int | None = None) -> list[dict]:
         return _run_claimed(runs, states, threads)
 
 
+def span(folders: Sequence[Path]) -> str:
+    """The first and last of ``folders``, for a log line."""
+    return str(folders[0]) if len(folders) == 1 else f"{folders[0]} … {folders[-1]}"
+
+
 def _run_claimed(runs: Sequence[Run], states: Sequence[str], threads: int | None) -> list[dict]:
     """:func:`run` once every folder is claimed and locked."""
-    summaries: list[dict | None] = [read_summary(r.dir) if s == "done" else None for r, s in zip(runs, states)]
+    summaries: list[dict | None] = [read_summary(r.dir) for r in runs]
     skipped = [r.dir for r, s in zip(runs, states) if s == "done"]
     if skipped:
-        log.info("skipped %d finished run(s) of the same config: %s", len(skipped),
-                 skipped[0] if len(skipped) == 1 else f"{skipped[0]} … {skipped[-1]}")
+        log.info("skipped %d finished run(s) of the same config: %s", len(skipped), span(skipped))
+    stale = {r.dir: [k for k in r.inputs if old.get("inputs", {}).get(k) != r.inputs[k]]
+             for r, s, old in zip(runs, states, summaries) if s == "new" and old}  # finished from other inputs
+    if stale:
+        log.info("recomputed %d finished run(s) computed from other inputs (%s): %s", len(stale),
+                 ", ".join(sorted({k for keys in stale.values() for k in keys})), span(list(stale)))
+    summaries = [old if s == "done" else None for s, old in zip(states, summaries)]
     computed: dict[str, int] = {}  # GD key → the first run of that key: it computes (or computed) it
     copies: dict[int, int] = {}  # an unfinished run → the run whose result it takes
     for i, r in enumerate(runs):

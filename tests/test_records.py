@@ -162,7 +162,7 @@ def test_a_finished_folder_is_recomputed_when_its_code_or_files_change(tmp_path)
     for path, text, what in changes:
         with open(path, "a") as f:
             f.write(text)
-        assert f"recomputed: its run was computed from other inputs ({what})" in samrepro()
+        assert f"recomputed 1 finished run(s) computed from other inputs ({what}): {tmp_path / 'run'}" in samrepro()
         assert "skipped 1 finished run" in samrepro()
 
 
