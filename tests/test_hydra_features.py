@@ -51,6 +51,22 @@ def test_config_errors_and_cfg_import_no_torch(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("entry, argv, env", [
+    ("samrepro.cli:main", ["samrepro", "-sc", "query=bash"], {"COMP_LINE": "samrepro task="}),
+    ("samrepro.collect:collect_main", ["samrepro-collect", "runs/q", "-o", "q.csv"], {}),
+    ("samrepro.plot:main", ["samrepro-plot", "runs/q", "-y", "loss"], {}),
+])
+def test_completion_collect_and_plot_import_no_torch(tmp_path, entry, argv, env):
+    assert samrepro(tmp_path, "-m", *FAST, "lr=0.1,0.2", "name=q").returncode == 0
+    module, function = entry.split(":")
+    probe = (f"import sys; sys.argv = {argv!r}\nfrom {module} import {function}\n"
+             f"try:\n    {function}()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+             "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, **env})
+    assert result.returncode == 0 and result.stdout.strip().splitlines()[-1] == "False", result.stdout + result.stderr
+
+
 def test_tab_completion_installs_and_completes_choices(tmp_path):
     install = samrepro(tmp_path, "-sc", "install=bash")
     assert install.returncode == 0 and "hydra_bash_completion" in install.stdout, install.stderr
