@@ -1,4 +1,5 @@
-"""Dai et al. Thm 4/16 (SAM) and Thm 5/35 (USAM) on ℓ(xy), phase by phase (figures dai_thm4, dai_thm5):
+"""Dai et al. Thm 4/16 (SAM) and Thm 5/35 (USAM) on ℓ(xy), phase by phase (figures dai_thm4, dai_thm5), and
+Lemmas 13, 14 and Thm 15 on ½(xy)² step by step (dai_thm2_steps):
 (A3)'s constant, the verdicts on hand-built paths, and a short real SAM sweep judged and then perturbed."""
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 from samrepro import theory
 from samrepro.cli import multirun
 from samrepro.collect import collect
-from samrepro.figures import dai_thm4, dai_thm5
+from samrepro.figures import dai_thm2_steps, dai_thm4, dai_thm5
 
 
 def test_assumption_c_is_the_largest_c_of_a3_for_the_logistic_loss():
@@ -66,3 +67,25 @@ def test_dai_thm4_passes_on_real_sam_runs_and_fails_where_a_bound_is_broken(sam_
     stuck = sam_runs.copy()  # one run ends on the y-axis away from the origin
     stuck.loc[dai_thm4.final_rows(stuck).index[0], "y"] = 0.5
     assert not dai_thm4.claims(stuck)[4].passed
+
+
+def factorization_runs(drift: float, growth: float) -> pd.DataFrame:
+    """½(xy)² at η = 1/74, ρ = 0.5 (5ρ = 2.5): SAM steps from (5, 7) to (2, 6), then y shrinks by
+    (1 − drift·ηρ²) a step with |x| = 1; USAM from (5, 7) multiplies x and y by ``growth`` a step."""
+    lr, rho, t = 1 / 74, 0.5, np.arange(6)
+    sam = pd.DataFrame({"x": [5.0, *(2.0 * (-0.5) ** t[:5])],
+                        "y": [7.0, *(6.0 * (1 - drift * lr * rho**2) ** t[:5])]})
+    usam = pd.DataFrame({"x": 5.0 * growth**t, "y": 7.0 * growth**t})
+    runs = [r.assign(run=i, step=t, opt=opt) for i, (opt, r) in enumerate((("sam", sam), ("usam", usam)))]
+    df = pd.concat(runs, ignore_index=True)
+    return df.assign(loss=0.5 * (df.x * df.y) ** 2, lr=lr, rho=rho, status="completed", **{"task.init": "[5.0, 7.0]"})
+
+
+def test_dai_thm2_steps_scores_lemma_14s_drift_and_thm_15s_doubling_per_step():
+    lemma13, lemma14, thm15 = dai_thm2_steps.claims(factorization_runs(drift=1.0, growth=3.0))
+    assert lemma13.passed and "over 1 steps" in lemma13.measured
+    assert lemma14.passed and "4 steps" in lemma14.measured and "median 1.000" in lemma14.measured
+    assert thm15.passed and "min growth factor over t ≥ 1 = 3" in thm15.measured
+    assert "0.159" in lemma14.note  # eq. (9)'s own limit on ρ at η = 1/74
+    assert not dai_thm2_steps.claims(factorization_runs(drift=0.25, growth=3.0))[1].passed  # slower than ½ηρ²
+    assert not dai_thm2_steps.claims(factorization_runs(drift=1.0, growth=1.5))[2].passed  # less than doubling
