@@ -141,11 +141,11 @@ def claims(df: pd.DataFrame) -> list[Claim]:
         "t1 ≤ 4√C/(cη) − 1, with y_t ≥ ½√(γ/η) and x_t − x_(t+1) ≥ (c/4)√(γη) up to t1",
         "t1 = " + ", ".join(f"{r.t1} (≤ {r.t1_bound:.0f})" for r in ph.itertuples())
         + f"; min y_t/(½√(γ/η)) = {ph.y_initial.min():.2f}, min x-drop/((c/4)√(γη)) = {ph.x_drop.min():.2f}; "
-        f"t1 + 1 ∝ η^p with p = {slopes(ph.assign(n=ph.t1 + 1), 'n')} (O(1/η): p ≥ −1)",
+        f"t1 + 1 ∝ η^p with p = {slopes(ph.assign(n=ph.t1 + 1), 'n')} (Thm 4's O(1/η): −1)",
         "exact", bool(initial.all()), source="Lemma 21 and 24's constants with (A3)'s c (exact)", **scope)]
     out.append(Claim(
         f"SAM Middle Phase: |x_t| ≤ B = O(ηρ + √η) after t1 (γ = 1, η = {etas})",
-        "|x_t| ≤ max{(2/c)√(η/(Cγ)), ηρ + √(Cγη)} and |y_t| ≤ √(Cγ/η) for t > t1",
+        "|x_t| ≤ max{(2/c)√(η/(Cγ)), ηρ + √(Cγη)} and |y_t| ≤ √(Cγ/η) for t > t1 (to ηt = 30)",
         f"max |x_t|/B = {(ph.x_mid / ph.box).max():.3f}, max |y_t|/√(Cγ/η) = {ph.y_mid.max():.3f}; "
         f"max |x_t| ∝ η^p with p = {slopes(ph, 'x_mid')} (B: +0.5)",
         "exact", bool(((ph.x_mid <= ph.box) & (ph.y_mid <= 1)).all()),
