@@ -23,6 +23,52 @@ def usam_limit_y2_lower(lr, rho):
     return (1 - np.asarray(lr) ** 2 - np.asarray(rho) ** 2) * usam_limit_y2(lr, rho)
 
 
+def usam_stuck_ratio(lr, rho):
+    """Dai et al. Thm 5 (informal): once (1 + ρy_t²)y_t² < 2/η at some t, y∞² ≳ (1 − η² − ρ²)·y_t²."""
+    return 1 - np.asarray(lr, dtype=float) ** 2 - np.asarray(rho, dtype=float) ** 2
+
+
+def usam_stuck_ratio_formal(lr, rho, gamma, big_c, eps):
+    """Dai et al. Thm 44 (formal Thm 5): once η(1 + ρy_t²)y_t² = 2 − ε (t ≥ t1),
+    y∞² ≥ (1 − 4Cγ(η + ρCγ)²/ε)·y_t², where y0² − x0² = γ/η and y0² = Cγ/η."""
+    gamma, big_c = np.asarray(gamma, dtype=float), np.asarray(big_c, dtype=float)
+    return 1 - 4 * big_c * gamma * (np.asarray(lr) + np.asarray(rho) * big_c * gamma) ** 2 / np.asarray(eps)
+
+
+def usam_neuron_initial_steps(lr, big_c):
+    """Dai et al. Lemma 43 (Thm 39): USAM's Initial Phase (x_t > ½√(γη)) ends by t1 ≤ 2√C/η − 1."""
+    return 2 * np.sqrt(np.asarray(big_c, dtype=float)) / np.asarray(lr, dtype=float) - 1
+
+
+def assumption_c(ell_prime, hi: float = 10.0) -> float:
+    """The largest c of Dai et al. (A3) for a loss with ℓ' increasing and concave on s ≥ 0 (tanh):
+    |ℓ'(s)| ≥ |s|/2 on [0, c] and ≥ c/2 beyond, i.e. the root of ℓ'(c) = c/2 (bisection)."""
+    lo = 1e-9
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if ell_prime(mid) >= mid / 2 else (lo, mid)
+    return lo
+
+
+def sam_neuron_initial_steps(lr, big_c, c):
+    """Dai et al. Lemma 24 (Thm 20): SAM's Initial Phase (x_t > (c/4)√(γη)) ends by t1 ≤ 4√C/(cη) − 1."""
+    return 4 * np.sqrt(np.asarray(big_c, dtype=float)) / (c * np.asarray(lr, dtype=float)) - 1
+
+
+def sam_neuron_box(lr, rho, gamma, big_c, c):
+    """Dai et al. Thm 26 / Thm 32: after the Initial Phase |x_t| ≤ B, and after the Middle Phase
+    |x_t|, |y_t| ≤ B, with B = max{(2/c)√(η/(Cγ)), ηρ + √(Cγη)}."""
+    lr, gamma, big_c = (np.asarray(v, dtype=float) for v in (lr, gamma, big_c))
+    return np.maximum(2 / c * np.sqrt(lr / (big_c * gamma)), lr * np.asarray(rho) + np.sqrt(big_c * gamma * lr))
+
+
+def sam_neuron_drift(y, lr, rho, c):
+    """Dai et al. Lemma 30 (Thm 26): while y_t ≥ |x_t|, SAM's y_t drops per step by at least
+    min{½ηρ²y_t, (c/(2√2))ηρ}."""
+    lr, rho = np.asarray(lr, dtype=float), np.asarray(rho, dtype=float)
+    return np.minimum(0.5 * lr * rho**2 * np.asarray(y), c / (2 * np.sqrt(2)) * lr * rho)
+
+
 def usam_max_lr(lam1, rho):
     """Dai et al. Thm 1 / Thm 10: USAM on ½wᵀΛw diverges iff η(λ1 + ρλ1²) > 2 (⟨w0, e1⟩ ≠ 0)."""
     return 2.0 / (lam1 + np.asarray(rho, dtype=float) * lam1**2)
