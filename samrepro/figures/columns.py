@@ -53,3 +53,8 @@ def quadratic_iterates(df: pd.DataFrame) -> np.ndarray:
     """The iterates w of quadratic-task rows (their logged coordinates ``w0``, ``w1``, …) as [rows, d]."""
     d = len(setting(df, "task.eigenvalues"))
     return df[[f"w{i}" for i in range(d)]].to_numpy(dtype=float)
+
+
+def grid_values(values: pd.Series) -> str:
+    """The distinct values of a sweep column as a set, '{0.6, 0.7}'."""
+    return "{" + ", ".join(f"{v:g}" for v in sorted(values.unique())) + "}"

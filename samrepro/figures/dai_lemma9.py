@@ -17,7 +17,7 @@ import pandas as pd
 
 from samrepro import theory
 from samrepro.figures import Claim, Figure, save
-from samrepro.figures.columns import quadratic_iterates, setting
+from samrepro.figures.columns import grid_values, quadratic_iterates, setting
 
 CITE = "Dai Lemma 9 (eq. 4)"
 ROUNDING = 1e-9  # a violation: L(w_{t+1}) above the bound by more than this × (L(w_t) + η²β³ρ²/2)
@@ -97,7 +97,7 @@ def claims(df: pd.DataFrame) -> list[Claim]:
     return [Claim(
         "SAM's one-step descent (eq. 4) at every step, η < 2/β", "L(w_{t+1}) ≤ L(w_t) − ½η(2−ηβ)‖∇L(w_t)‖² + "
         "η²β³ρ²/2 at every step", count(runs, "violations") + (
-            f"; violated for η ∈ {{{', '.join(f'{v:g}' for v in sorted(bad.lr.unique()))}}} only "
+            f"; violated for η ∈ {grid_values(bad.lr)} only "
             f"(1/β = {1 / beta:g}), in "
             f"{bad.violations.sum() / bad.steps.sum():.1%} of their steps, by up to "
             f"{runs.excess.max():.3g}× the bias term" if len(bad) else ""),
