@@ -58,7 +58,7 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     runs = per_run(rows)
     fig, (ax, ax_t) = plt.subplots(1, 2, figsize=(12.5, 4.6), layout="constrained")
     lrs = np.linspace(runs.lr.min(), 1 / beta, 200, endpoint=False)
-    colors = dict(zip(sorted(runs.rho.unique()), ("tab:blue", "tab:orange"), strict=True))
+    colors = {rho: f"C{i}" for i, rho in enumerate(sorted(runs.rho.unique()))}
     for rho, color in colors.items():
         ax.plot(lrs, theory.usam_travel_bound(lrs, rho, beta, mu, 1.0), "--", color=color,
                 label=f"Thm 48 as printed, ρ = {rho:g}")
@@ -68,7 +68,7 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
             ax.plot(group.lr, group.scaled, MARKERS[init], color=color, ms=6, mfc="none" if rho else color)
     for init, marker in MARKERS.items():
         ax.plot([], [], marker, color="k", mfc="none", label=f"USAM, start along {NAMES[init]}")
-    ax.plot([], [], " ", label="(filled: ρ = 0, open: ρ = 0.45)")
+    ax.plot([], [], " ", label="(filled: ρ = 0, open: ρ > 0)")
     ax.set(xlabel="η", ylabel="max_t ‖w_t − w0‖ / √(L(w0) − L*)", yscale="log", xlim=(0, 1 / beta),
            title="USAM's travel against Thm 48's bound (both divided by √(L(w0) − L*))")
     ax.legend(fontsize=7, ncol=2, loc="lower right")
