@@ -22,10 +22,10 @@ BETA = 2.0
 def one_sam_step(lr: float, rho: float, w0: list[float]) -> tuple[float, float, float]:
     """(L(w0), ‖∇L(w0)‖, L(w1)) for one SAM step of the trainer's optimizer on ½wᵀdiag(2, 0.5)w."""
     task = Quadratic([BETA, 0.5], w0, 1, torch.device("cpu"))
-    (w,) = params = task.init_params([0])
-    loss0, grad_norm = float(task.loss(params).detach()), float(torch.linalg.vector_norm(task.eigenvalues * w.detach()))
+    params = task.init_params([0])
+    loss0, (grad,) = task.loss_and_grad(params)
     SAM(params, "sam", lr, rho, config_dim=True).step(lambda p, perturbed: task.loss(p), task.loss_and_grad)
-    return loss0, grad_norm, float(task.loss(params))
+    return float(loss0), float(torch.linalg.vector_norm(grad)), float(task.loss_and_grad(params)[0])
 
 
 @pytest.mark.parametrize("lr", [0.3, 0.7, 0.95])
