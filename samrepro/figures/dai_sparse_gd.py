@@ -36,10 +36,10 @@ def outcomes(df: pd.DataFrame) -> pd.DataFrame:
                         scaled=final.lr / theory.ahn_gd_threshold(d, c))
 
 
-def edge(final: pd.DataFrame) -> tuple[float | None, float | None]:
-    """(largest η at which every run works, smallest η from which every run on the grid fails); the edge
-    is sharp when they are neighbours on the grid."""
-    by_lr = final.groupby("lr").failed.agg(["all", "any"])
+def edge(final: pd.DataFrame, column: str = "failed") -> tuple[float | None, float | None]:
+    """(largest η at which no run is ``column`` (failed, frozen), smallest η from which every run on the grid
+    is); the edge is sharp when they are neighbours on the grid."""
+    by_lr = final.groupby("lr")[column].agg(["all", "any"])
     failing = by_lr[by_lr["all"]].index
     working = by_lr[~by_lr["any"]].index
     top = min((lr for lr in failing if by_lr.loc[lr:, "all"].all()), default=None)
@@ -89,6 +89,10 @@ def claims(df: pd.DataFrame) -> list[Claim]:
                 f"{100 * works.test_acc.min():.1f}–{100 * works.test_acc.max():.1f}%), every run fails from η = "
                 f"{high:g} ({high / threshold:.1f}×) up to {final.lr.max():g}" if sharp else
                 f"no sharp edge: working ≤ {low}, failing ≥ {high}")
+    frozen = edge(final, "frozen")[1]
+    if sharp and frozen is not None and frozen > high:
+        measured += (f"; dead for good (gradient exactly 0) from η = {frozen:g} ({frozen / threshold:.1f}×), "
+                     f"below it dead at T with b still rising (a late recovery is possible)")
     dai_range = (f"; Dai's GD runs (η ≤ {DAI_GD_MAX_LR:g} on this scale) are {high / DAI_GD_MAX_LR:.0f}× below it"
                  if sharp and abs(c - theory.dai_loss_mult(d, 0.05)) < 1e-6 else "")
     return [Claim(
