@@ -97,10 +97,10 @@ def claims(df: pd.DataFrame) -> list[Claim]:
     return [Claim(
         "SAM's one-step descent (eq. 4) at every step, η < 2/β", "L(w_{t+1}) ≤ L(w_t) − ½η(2−ηβ)‖∇L(w_t)‖² + "
         "η²β³ρ²/2 at every step", count(runs, "violations") + (
-            f"; violated for η ∈ {grid_values(bad.lr)} only "
-            f"(1/β = {1 / beta:g}), in "
-            f"{bad.violations.sum() / bad.steps.sum():.1%} of their steps, by up to "
-            f"{runs.excess.max():.3g}× the bias term" if len(bad) else ""),
+            f"; violated for η ∈ {grid_values(bad.lr)} only (1/β = {1 / beta:g}), per η: "
+            + ", ".join(f"{lr:g}: {int(n)}/{int(k)}" for lr, (n, k) in
+                        bad.groupby("lr")[["violations", "steps"]].sum().iterrows())
+            + f"; by up to {runs.excess.max():.3g}× the bias term" if len(bad) else ""),
         f"exact (rounding: {ROUNDING:g} × (L(w_t) + η²β³ρ²/2))", len(bad) == 0, kind="paper", cite=CITE,
         source="exact: an inequality with its constants",
         note="" if bad.empty else "the proof bounds −(η−η²β)⟨∇L(w_{t+½}),∇L(w_t)⟩ by −(η−η²β)‖∇L(w_t)‖², "

@@ -98,7 +98,9 @@ def claims(df: pd.DataFrame) -> list[Claim]:
     return [Claim(
         "USAM's travel within Thm 48's bound", "max_t ‖w_t − w0‖ ≤ η(1+βρ)√(2β²/μ)(1−2μη(1−ρβ)(ηβ(1−ρβ)/2))^(−1/2)"
         "·√(L(w0) − L*)", f"{len(runs) - len(fails)}/{len(runs)} runs inside; max travel/bound = "
-        f"{worst.ratio:.3g} ({where(worst)})" + (f"; fails at η ∈ {grid_values(fails.lr)}" if len(fails) else ""),
+        f"{worst.ratio:.3g} ({where(worst)}); per start, max travel/bound: " + ", ".join(
+            f"{NAMES.get(init, init)} {ratio:.3g}" for init, ratio in runs.groupby("task.init").ratio.max().items())
+        + (f"; fails at η ∈ {grid_values(fails.lr)}" if len(fails) else ""),
         f"≤ 1 (rounding {ROUNDING:g})", fails.empty, kind="paper", cite=CITE,
         source="exact: an inequality with its constants", in_hypotheses=bool(inside.all()),
         note="" if fails.empty else "the proof's last step bounds Σ_{i<t} q^(i/2) (q of Lemma 49) by "
