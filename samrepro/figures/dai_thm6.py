@@ -105,7 +105,8 @@ def claims(df: pd.DataFrame) -> list[Claim]:
         source="exact: an inequality with its constants", in_hypotheses=bool(inside.all()),
         note="" if fails.empty else "the proof's last step bounds Σ_{i<t} q^(i/2) (q of Lemma 49) by "
         "(1 − 2μη(1−ρβ)(ηβ(1−ρβ)/2))^(−1/2) ≈ 1, but the sum tends to 1/(1 − √q) ≈ 1/(μη(1−ρβ)): the printed "
-        "bound is O(η) while the travel tends to gradient flow's ‖w0 − w*‖ as η → 0"),
+        "bound is O(η) while the travel tends to gradient flow's ‖w0 − w*‖ as η → 0 (read as q^(−1/2), the "
+        "factor is ≈ 1 as well: the bound stays O(η))"),
         Claim("USAM's loss within Lemma 49's rate", "L(w_t) − L* ≤ (1 − 2μη(1−ρβ)(1 − ηβ(1−ρβ)/2))^t (L(w0) − L*) "
               "at every step", f"max_(t ≥ 1) L(w_t)/(q^t L(w0)) over {len(runs)} runs = {runs.rate_ratio.max():.3g}",
               f"≤ 1 (rounding {ROUNDING:g})", bool((runs.rate_ratio <= 1 + ROUNDING).all()), kind="paper",
