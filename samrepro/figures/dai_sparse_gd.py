@@ -58,8 +58,8 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     ax.plot(failed.lr, 100 * failed.test_acc, "o", mfc="none", color="k", ms=9, label="dead network (fails)")
     ax.axvline(threshold, color="k", ls="--", lw=1, label=f"GD threshold 8π/(c·d²) = {threshold:.3g}")
     if high is not None:
-        ax.axvspan(low if low is not None else threshold, high, color="tab:red", alpha=0.15,
-                   label=f"edge: ({low:g}, {high:g}]")
+        start = low if low is not None else threshold
+        ax.axvspan(start, high, color="tab:red", alpha=0.15, label=f"edge: ({start:g}, {high:g}]")
     ax.set(xscale="log", xlabel="η", ylabel=f"test accuracy at T = {int(final.step.max()):,} (%)",
            title="GD's final accuracy vs η")
     ax.legend(fontsize=7, loc="center left")
