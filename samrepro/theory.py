@@ -88,6 +88,45 @@ def sam_loss_bound(lr, rho, alpha, beta, t, loss0):
     return contraction * loss0 + lr * beta**3 * np.asarray(rho) ** 2 / (2 * alpha * (2 - lr * beta))
 
 
+def sam_descent_bound(loss, grad_norm, lr, rho, beta):
+    """Dai et al. Lemma 9 (eq. 4): one SAM step on a convex β-smooth loss with η < 2/β has
+    L(w_{t+1}) ≤ L(w_t) − ½η(2 − ηβ)‖∇L(w_t)‖² + η²β³ρ²/2."""
+    lr = np.asarray(lr, dtype=float)
+    return loss - 0.5 * lr * (2 - lr * beta) * np.asarray(grad_norm) ** 2 + lr**2 * beta**3 * np.asarray(rho) ** 2 / 2
+
+
+def sam_descent_excess(grad_norm, lr, rho, beta):
+    """What Lemma 9's proof misses for 1/β < η < 2/β (our correction): there −(η − η²β)⟨∇L(w_{t+½}), ∇L(w_t)⟩
+    > 0, and ⟨∇L(w_{t+½}) − ∇L(w_t), ∇L(w_t)⟩ ≤ βρ‖∇L(w_t)‖ adds η·max(0, ηβ − 1)·βρ‖∇L(w_t)‖ to eq. (4)'s
+    right side (0 for η ≤ 1/β; an equality on the top eigendirection of a quadratic)."""
+    lr = np.asarray(lr, dtype=float)
+    return lr * np.maximum(0.0, lr * beta - 1) * beta * np.asarray(rho) * np.asarray(grad_norm)
+
+
+def usam_pl_rate(lr, rho, beta, mu):
+    """Dai et al. Lemma 49 (Andriushchenko & Flammarion 2022, Thm 10): USAM with η, ρ < 1/β on a β-smooth
+    μ-PL loss has L(w_t) − L* ≤ q^t (L(w0) − L*), q = 1 − 2μη(1 − ρβ)(1 − ηβ(1 − ρβ)/2)."""
+    lr, rho = np.asarray(lr, dtype=float), np.asarray(rho, dtype=float)
+    return 1 - 2 * mu * lr * (1 - rho * beta) * (1 - lr * beta * (1 - rho * beta) / 2)
+
+
+def usam_travel_bound(lr, rho, beta, mu, gap0):
+    """Dai et al. Thm 48 (formal Thm 6) as printed: USAM with η, ρ < 1/β on a β-smooth μ-PL loss has
+    ‖w_t − w0‖ ≤ η(1 + βρ)·√(2β²/μ)·(1 − 2μη(1 − ρβ)(ηβ(1 − ρβ)/2))^{−1/2}·√(L(w0) − L*) for all t."""
+    lr, rho = np.asarray(lr, dtype=float), np.asarray(rho, dtype=float)
+    factor = (1 - 2 * mu * lr * (1 - rho * beta) * (lr * beta * (1 - rho * beta) / 2)) ** -0.5
+    return lr * (1 + beta * rho) * np.sqrt(2 * beta**2 / mu) * factor * np.sqrt(gap0)
+
+
+def usam_travel_bound_summed(lr, rho, beta, mu, gap0):
+    """Thm 48's proof with its last step summed (our correction): Σ_i √(q^i) = 1/(1 − √q) with q of
+    Lemma 49, so ‖w_t − w0‖ ≤ η(1 + βρ)·√(2β²/μ)·√(L(w0) − L*)/(1 − √q); → (1 + βρ)√2·β/(μ^{3/2}(1 − ρβ))·
+    √(L(w0) − L*) as η → 0, where the printed bound → 0."""
+    lr, rho = np.asarray(lr, dtype=float), np.asarray(rho, dtype=float)
+    summed = 1 / (1 - np.sqrt(usam_pl_rate(lr, rho, beta, mu)))
+    return lr * (1 + beta * rho) * np.sqrt(2 * beta**2 / mu) * summed * np.sqrt(gap0)
+
+
 def usam_factorization_min_rho(lr):
     """Dai et al. Thm 2 / Thm 15: on ½(xy)² with η = 1/(x0² + y0²), USAM diverges once ρ ≥ 15η."""
     return 15 * np.asarray(lr, dtype=float)

@@ -3,6 +3,7 @@ and the cheap measurements the figures make on the task those columns describe."
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
 import yaml
@@ -46,3 +47,14 @@ def sharpness_at_init(df: pd.DataFrame, iters: int = 100) -> float:
     params = task.init_params([int(setting(df, "seed"))])
     return float(lanczos_top_eigenvalue(lambda p: task.loss(p), params, iters=iters,
                                         generator=torch.Generator().manual_seed(0))[0])
+
+
+def quadratic_iterates(df: pd.DataFrame) -> np.ndarray:
+    """The iterates w of quadratic-task rows (their logged coordinates ``w0``, ``w1``, …) as [rows, d]."""
+    d = len(setting(df, "task.eigenvalues"))
+    return df[[f"w{i}" for i in range(d)]].to_numpy(dtype=float)
+
+
+def grid_values(values: pd.Series) -> str:
+    """The distinct values of a sweep column as a set, '{0.6, 0.7}'."""
+    return "{" + ", ".join(f"{v:g}" for v in sorted(values.unique())) + "}"
