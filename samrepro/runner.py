@@ -170,6 +170,14 @@ def run_inputs(config: Mapping) -> dict:
             "device": resolve_device(config["device"]).type, "files": files}
 
 
+@cache
+def task_contract(task: str, device: str) -> tuple[tuple[str, ...], bool]:
+    """The metric names and ``config_dim`` of the task that the JSON ``task`` config builds on ``device``, built
+    once for one configuration (the task checks its keys then): what :func:`check` needs before any write."""
+    built = tasks.build(OmegaConf.create(json.loads(task)), 1, resolve_device(device))
+    return tuple(built.metric_names), built.config_dim
+
+
 def check(runs: Sequence[Run]) -> list[str]:
     """What :func:`run` checks before it writes anything: raises ConfigError for a config that is not valid,
     a folder it may not use, or two runs of different configs in one folder; returns each run's claim
@@ -177,6 +185,11 @@ def check(runs: Sequence[Run]) -> list[str]:
     has: it is computed once)."""
     for config in {batch_key(r.config): r.config for r in runs}.values():
         validate(OmegaConf.create(config))
+        names, config_dim = task_contract(json.dumps(config["task"], sort_keys=True), config["device"])
+        unknown = [k for k in config["until"] if k not in names]
+        require(not unknown, "until", unknown, f"unknown metric; allowed: {', '.join(names)}")
+        require(not config["checkpoint_every"] or not config_dim, "checkpoint_every", config["checkpoint_every"],
+                "needs a task that runs one configuration at a time")
     for r in runs:
         validate_run(**r.values)
     first: dict[Path, Run] = {}
@@ -274,11 +287,7 @@ def execute(base: DictConfig, runs: Sequence[Run], states: Sequence[str], thread
     task = tasks.build(base.task, len(runs), device)
     unit = task.steps_per_epoch if base.epoch_units else 1
     until = dict(base.until or {})
-    unknown = [k for k in until if k not in task.metric_names]
-    require(not unknown, "until", unknown, f"unknown metric; allowed: {', '.join(task.metric_names)}")
     checkpoint_every = base.checkpoint_every * unit
-    require(not checkpoint_every or not task.config_dim, "checkpoint_every", base.checkpoint_every,
-            "needs a task that runs one configuration at a time")
     jobs = list(zip(runs, states, strict=True))
     groups = [jobs] if task.config_dim else [[job] for job in jobs]
     lr_factor = lr_schedule(base.lr_schedule.name, base.lr_schedule.final_ratio, base.steps * unit)

@@ -399,16 +399,24 @@ def chunk(runs: Sequence[runner.Run], n: int) -> list[list[int]]:
     return [sorted(c) for c in chunks]
 
 
-def _run_chunk(runs: list[runner.Run], threads: int | None, cwd: str) -> list[dict] | str:
-    """:func:`samrepro.runner.run` in a worker, from the sweep's working folder (the run folders may be
-    relative; a reused worker may have started elsewhere); a ConfigError comes back as its message."""
-    from samrepro import runner
+class RunChunk:
+    """:func:`samrepro.runner.run` of one chunk in a worker or job, from the sweep's working folder (the run
+    folders may be relative; a reused worker may have started elsewhere); a ConfigError comes back as its
+    message. Checkpointable as submitit defines it: a preempted or timed-out job is requeued with the same
+    chunk, whose finished runs are then skipped and the others resumed (from their checkpoints, if any)."""
 
-    os.chdir(cwd)
-    try:
-        return runner.run(runs, threads=threads)
-    except ConfigError as err:
-        return str(err)
+    def __call__(self, runs: list[runner.Run], threads: int | None, cwd: str) -> list[dict] | str:
+        from samrepro import runner
+
+        os.chdir(cwd)
+        try:
+            return runner.run(runs, threads=threads)
+        except ConfigError as err:
+            return str(err)
+
+    def checkpoint(self, *args: object) -> object:
+        """submitit's Checkpointable.checkpoint: the same call, to run again once the job is requeued."""
+        return _library("submitit").helpers.DelayedSubmission(self, *args)
 
 
 def _library(name: str) -> ModuleType:
@@ -432,7 +440,7 @@ class _ChunkedLauncher(BatchedLauncher):
         raise NotImplementedError
 
     def map(self, chunks: list[list[runner.Run]], threads: int | None) -> list[list[dict] | str]:
-        """Each chunk's :func:`_run_chunk`, in order."""
+        """Each chunk's :class:`RunChunk`, in order."""
         raise NotImplementedError
 
     def execute(self, runs: list[runner.Run]) -> list[dict]:
@@ -474,7 +482,7 @@ class BatchedJoblibLauncher(_ChunkedLauncher):
             pool = self.joblib.Parallel(n_jobs=self.n_jobs, **self.parallel)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"hydra.launcher: {err}") from err
-        return pool(self.joblib.delayed(_run_chunk)(runs, threads, os.getcwd()) for runs in chunks)
+        return pool(self.joblib.delayed(RunChunk())(runs, threads, os.getcwd()) for runs in chunks)
 
 
 class BatchedSubmititLauncher(_ChunkedLauncher):
@@ -492,24 +500,23 @@ class BatchedSubmititLauncher(_ChunkedLauncher):
         _check_setting(is_int(chunks) and chunks > 0, "chunks", chunks, "must be an integer > 0")
         _check_setting(max_runs_per_chunk is None or (is_int(max_runs_per_chunk) and max_runs_per_chunk > 0),
                        "max_runs_per_chunk", max_runs_per_chunk, "must be null or an integer > 0")
+        _check_setting(cluster in ("slurm", "local", "debug"), "cluster", cluster,
+                       "unknown; allowed: slurm, local, debug")
         self.cluster, self.folder, self.chunks, self.max_runs_per_chunk = (
             cluster, submitit_folder, chunks, max_runs_per_chunk)
-        self.params = {k if k in self.GENERIC else f"slurm_{k}": OmegaConf.to_container(v, resolve=True)
-                       if OmegaConf.is_config(v) else v for k, v in params.items()}
+        params = {k if k in self.GENERIC else f"slurm_{k}": OmegaConf.to_container(v, resolve=True)
+                  if OmegaConf.is_config(v) else v for k, v in params.items()}
+        try:
+            self.executor = _library("submitit").AutoExecutor(folder=submitit_folder, cluster=cluster)  # Slurm: srun
+            self.executor.update_parameters(**params)
+        except (RuntimeError, NameError, AssertionError) as err:  # submitit's checks of the cluster and parameters
+            fail(f"hydra.launcher: {str(err).splitlines()[0]}")
 
     def n_chunks(self, n_runs: int) -> int:
         return max(self.chunks, -(-n_runs // self.max_runs_per_chunk)) if self.max_runs_per_chunk else self.chunks
 
     def map(self, chunks: list[list[runner.Run]], threads: int | None) -> list[list[dict] | str]:
-        submitit = _library("submitit")
-        if self.cluster not in ("slurm", "local", "debug"):
-            raise ConfigError(f"hydra.launcher.cluster={self.cluster}: unknown; allowed: slurm, local, debug")
-        try:
-            executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster)  # Slurm's: needs srun
-            executor.update_parameters(**self.params)
-        except (RuntimeError, NameError, AssertionError) as err:  # submitit's checks of the cluster and parameters
-            raise ConfigError(f"hydra.launcher: {str(err).splitlines()[0]}") from err
-        jobs = executor.map_array(_run_chunk, chunks, [threads] * len(chunks), [os.getcwd()] * len(chunks))
+        jobs = self.executor.map_array(RunChunk(), chunks, [threads] * len(chunks), [os.getcwd()] * len(chunks))
         log.info(f"{len(jobs)} submitit jobs ({self.cluster}): {self.folder}")
         failed = [job for job in jobs if job.exception() is not None]  # waits for every job
         if failed:
