@@ -290,7 +290,8 @@ def execute(base: DictConfig, runs: Sequence[Run], states: Sequence[str], thread
     checkpoint_every = base.checkpoint_every * unit
     jobs = list(zip(runs, states, strict=True))
     groups = [jobs] if task.config_dim else [[job] for job in jobs]
-    lr_factor = lr_schedule(base.lr_schedule.name, base.lr_schedule.final_ratio, base.steps * unit)
+    lr_factor = lr_schedule(base.lr_schedule.name, base.lr_schedule.final_ratio,
+                            (base.lr_schedule.horizon or base.steps) * unit)
     default_threads = torch.get_num_threads()
     threads = threads or base.threads
     if threads:
@@ -334,8 +335,10 @@ def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
     """``samrepro … stage=<name>``: the phases of ``cfg.stage`` in order, each in ``<run dir>/<phase>/``
     (its own run folder), phase k starting from the model phase k−1 ended with. Each phase must end by
     reaching its ``until``; a phase stopped by its step cap keeps its checkpoint and is continued, in the
-    same folder, by raising its ``steps`` (the error says how). Finished phases are skipped. The final
-    model is saved to ``stage.save_to`` with the recipe and each phase's final metrics.
+    same folder, by raising its ``steps`` (the error says how; a decaying LR schedule is on the phase's
+    fixed ``lr_schedule.horizon``, so it goes on as before the cap). Finished phases are skipped. The final
+    model is saved to ``stage.save_to`` with the recipe and each phase's final metrics, exported again from
+    the final phase's checkpoint when a finished stage's ``save_to`` is missing (or another path).
 
     The stage folder's own record leaves out the phases' step caps, which a continued phase raises."""
     run_dir = Path(run_dir)
@@ -346,7 +349,7 @@ def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
         n: {k: v for k, v in p.items() if not STEP_CAP.match(f"stage.phases.{n}.{k}")}
         for n, p in resolved["stage"]["phases"].items()}}
     inputs = run_inputs(record)
-    if claim(run_dir, record, inputs, own=names) == "done":
+    if claim(run_dir, record, inputs, own=names) == "done" and Path(cfg.stage.save_to).exists():
         log.info("skipped (finished with this config): %s", run_dir)
         return read_summary(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -356,6 +359,8 @@ def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
     for name, overrides in cfg.stage.phases.items():
         phase = phase_config(cfg, overrides, init)
         validate(phase)
+        require(phase.lr_schedule.name == "constant" or phase.lr_schedule.horizon,
+                f"stage.phases.{name}.lr_schedule.horizon", None, "must be set: a raised cap must not move it")
         phase_dir = run_dir / name
         summary = run([Run(OmegaConf.to_container(phase, resolve=True), phase_dir)])[0]
         summary.pop("skipped", None)

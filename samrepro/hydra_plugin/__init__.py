@@ -259,7 +259,7 @@ class _Template:
         hydra["overrides"]["task"] = "__samrepro_task__"
         hydra["runtime"]["output_dir"] = "__samrepro_output_dir__"
         self.hydra_yaml = yaml.dump({"hydra": hydra}, Dumper=YamlDumper, sort_keys=False, allow_unicode=True)
-        self.rule = OmegaConf.to_container(cfg.hydra.job.config.override_dirname)
+        self.rule = OmegaConf.to_container(cfg.hydra.job.config.override_dirname, resolve=True)
         # A job's folder in plain Python where it depends on the job only through override_dirname (the
         # default subdir, no interpolation in the task keys): resolving it with OmegaConf per job costs
         # more than a small step
