@@ -89,8 +89,7 @@ def one_line_errors():
 def multirun(overrides: Sequence[str]) -> list[Path]:
     """``samrepro -m <overrides>`` in this process (Hydra's sweeper and the configured launcher, by default
     the batched one); returns the jobs' run folders in job order (relative to the working folder when
-    inside it). Bad input raises SystemExit(2) after
-    its one line, as on the command line."""
+    inside it). Bad input raises SystemExit(2) after its one line, as on the command line."""
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 

@@ -28,8 +28,7 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-# Keys that cannot change a result: left out of the fingerprint (samrepro.records) and of the folder name
-# (conf/config.yaml's override_dirname.exclude_keys: ${non_result_keys:…}, with the group choices it names).
+# Keys that cannot change a result: left out of the fingerprint and of folder names (conf/config.yaml: exclude_keys)
 NON_RESULT_KEYS = frozenset({"progress", "threads", "name", "device", "objective", "task.data_root", "task.download",
                              "stage.save_to"})
 OmegaConf.register_new_resolver("non_result_keys", lambda *groups: [*sorted(NON_RESULT_KEYS), *groups], replace=True)

@@ -211,11 +211,10 @@ def claim(run_dir: Path, config: Mapping, inputs: Mapping | None = None, own: It
             return "resume"
         return "done" if inputs is None or summary.get("inputs") == inputs else "new"
     diff = config_diff(old, config)
-    capped = summary is not None and summary.get("until_reached") is False  # and its schedule not on its steps:
     fixed = old["lr_schedule"]["name"] == "constant" or old["lr_schedule"].get("horizon") is not None
-    if capped and fixed and [d.split(":")[0] for d in diff] == ["steps"] and config["steps"] > old["steps"]:
-        if (run_dir / CHECKPOINT).exists():
-            return "resume"
+    if (summary is not None and summary.get("until_reached") is False and fixed and (run_dir / CHECKPOINT).exists()
+            and [d.split(":")[0] for d in diff] == ["steps"] and config["steps"] > old["steps"]):
+        return "resume"  # a capped run with its steps raised, its LR schedule not on its steps
     if summary is None and not (run_dir / CHECKPOINT).exists():
         return "new"  # another config's unfinished run without a checkpoint holds no result worth keeping
     what = f"the {summary['status']} run" if summary else "the unfinished run (with a checkpoint)"

@@ -15,7 +15,6 @@ import importlib.util
 import json
 import logging
 import os
-import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -236,23 +235,18 @@ def _run_claimed(runs: Sequence[Run], states: Sequence[str], threads: int | None
     computed: dict[str, int] = {}  # GD key → the first run of that key: it computes (or computed) it
     copies: dict[int, int] = {}  # an unfinished run → the run whose result it takes
     for i, r in enumerate(runs):
-        key = gd_key(r.config)
-        if states[i] == "same":
-            continue
-        if key is not None and key not in computed:
-            computed[key] = i
-        elif key is not None and summaries[i] is None:
+        key = gd_key(r.config) if states[i] != "same" else None
+        if key is not None and computed.setdefault(key, i) != i and summaries[i] is None:
             copies[i] = computed[key]
     groups: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(runs):
         if summaries[i] is None and i not in copies and states[i] != "same":
             groups[batch_key(r.config)].append(i)
-    bases = {key: OmegaConf.create(runs[members[0]].config) for key, members in groups.items()}
-    for key, members in groups.items():
+    for members in groups.values():
+        base = OmegaConf.create(runs[members[0]].config)
         for start in range(0, len(members), MAX_BATCH):
             chunk = members[start:start + MAX_BATCH]
-            done = execute(bases[key], [runs[i] for i in chunk], [states[i] for i in chunk], threads)
-            for i, summary in zip(chunk, done):
+            for i, summary in zip(chunk, execute(base, [runs[i] for i in chunk], [states[i] for i in chunk], threads)):
                 summaries[i] = summary
     for i, j in copies.items():
         summaries[i] = copy_result(runs[j], runs[i], summaries[j])
@@ -328,8 +322,6 @@ def _run_group(base: DictConfig, task: tasks.Task, group: Sequence[tuple[Run, st
 
 
 # ------------------------------------------------------------------------------------------------ stages
-STEP_CAP = re.compile(r"^stage\.phases\.[^.]+\.steps$")
-
 
 def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
     """``samrepro … stage=<name>``: the phases of ``cfg.stage`` in order, each in ``<run dir>/<phase>/``
@@ -346,7 +338,7 @@ def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     record = {k: v for k, v in resolved.items() if k != "stage"}
     record["stage"] = {**resolved["stage"], "phases": {
-        n: {k: v for k, v in p.items() if not STEP_CAP.match(f"stage.phases.{n}.{k}")}
+        n: {k: v for k, v in p.items() if k != "steps"}
         for n, p in resolved["stage"]["phases"].items()}}
     inputs = run_inputs(record)
     if claim(run_dir, record, inputs, own=names) == "done" and Path(cfg.stage.save_to).exists():
@@ -374,7 +366,17 @@ def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
                 f"by running the same command with stage.phases.{name}.steps={2 * phase.steps}")
         phases[name] = summary
         init = phase_dir / CHECKPOINT
-    return _save_stage_model(cfg, run_dir, init, phases, resolved, record, inputs)
+    save_to = Path(cfg.stage.save_to)
+    save_to.parent.mkdir(parents=True, exist_ok=True)
+    final = phases[names[-1]]["final"]
+    model = {"model": torch.load(init, map_location="cpu", weights_only=True)["task"]["model"], "recipe": resolved,
+             "metrics": final, "phases": {k: v["final"] for k, v in phases.items()}}
+    write_atomic(save_to, lambda tmp: torch.save(model, tmp))
+    summary = {"status": "completed", "steps_done": sum(p["steps_done"] for p in phases.values()), "final": final,
+               "checkpoint": str(save_to), "phases": phases, "fingerprint": fingerprint(record, inputs),
+               "inputs": inputs}
+    write_json_atomic(run_dir / "summary.json", summary)
+    return summary
 
 
 def phase_config(cfg: DictConfig, overrides: DictConfig, init: Path | None) -> DictConfig:
@@ -385,20 +387,3 @@ def phase_config(cfg: DictConfig, overrides: DictConfig, init: Path | None) -> D
     if init is not None:
         merged.task.init = str(init)
     return merged
-
-
-def _save_stage_model(cfg: DictConfig, run_dir: Path, final_checkpoint: Path, phases: dict, recipe: dict,
-                      record: dict, inputs: dict) -> dict:
-    """Saves the stage's final model with its recipe (the resolved config) and writes the stage summary."""
-    save_to = Path(cfg.stage.save_to)
-    save_to.parent.mkdir(parents=True, exist_ok=True)
-    state = torch.load(final_checkpoint, map_location="cpu", weights_only=True)["task"]["model"]
-    final = phases[list(phases)[-1]]["final"]
-    model = {"model": state, "recipe": recipe, "metrics": final, "phases": {k: v["final"] for k, v in phases.items()}}
-    write_atomic(save_to, lambda tmp: torch.save(model, tmp))
-    summary = {"status": "completed", "steps_done": sum(p["steps_done"] for p in phases.values()), "final": final,
-               "checkpoint": str(save_to), "phases": phases,
-               "fingerprint": fingerprint(record, inputs), "inputs": inputs}
-    write_json_atomic(run_dir / "summary.json", summary)
-    return summary
-

@@ -107,6 +107,17 @@ def output_folder(cfg: DictConfig, key: str) -> Path:
     return folder
 
 
+def checked_folder(config: DictConfig, key: str) -> Path:
+    """The output folder ``key`` of a valid ``config`` (:func:`output_folder`), or one line and exit 2."""
+    try:
+        validate(config)
+        return output_folder(config, key)
+    except ConfigError as err:
+        fail(str(err))
+    except OSError as err:  # e.g. a folder name too long
+        fail(f"{key}={err.filename}: {err.strerror}")
+
+
 class Checks(Callback):
     """samrepro's Hydra callback (conf/config.yaml ``hydra.callbacks.samrepro``): checks the composed
     config and its output folder before Hydra makes any folder (one line, exit 2); after a single run that
@@ -116,13 +127,7 @@ class Checks(Callback):
         self.created: list[Path] = []
 
     def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
-        try:
-            validate(config)
-            folder = output_folder(config, "hydra.run.dir")
-        except ConfigError as err:
-            fail(str(err))
-        except OSError as err:  # e.g. a folder name too long
-            fail(f"hydra.run.dir={err.filename}: {err.strerror}")
+        folder = checked_folder(config, "hydra.run.dir")
         self.created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
 
     def on_run_end(self, config: DictConfig, job_return: JobReturn, **kwargs: object) -> None:
@@ -134,11 +139,7 @@ class Checks(Callback):
             fail(str(error))  # before Hydra reports the failed job in several lines
 
     def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
-        try:
-            validate(config)
-            output_folder(config, "hydra.sweep.dir")
-        except ConfigError as err:
-            fail(str(err))
+        checked_folder(config, "hydra.sweep.dir")
 
 
 @cache
@@ -236,14 +237,6 @@ def override_dirname(overrides: Sequence[Override], rule: dict) -> str:
     return re.sub("=", rule["kv_sep"], rule["item_sep"].join(lines))
 
 
-def _has_interpolation(node: object) -> bool:
-    if isinstance(node, dict):
-        return any(_has_interpolation(v) for v in node.values())
-    if isinstance(node, list):
-        return any(_has_interpolation(v) for v in node)
-    return isinstance(node, str) and "${" in node
-
-
 class _Template:
     """The composed config shared by the jobs that differ only in lr, rho and seed."""
 
@@ -251,7 +244,6 @@ class _Template:
         self.cfg = cfg
         self.task_keys = [k for k in cfg if k != "hydra"]
         self.task = OmegaConf.to_container(OmegaConf.masked_copy(cfg, self.task_keys), resolve=False)
-        self.interpolated = _has_interpolation(self.task)
         # hydra.yaml once, with a placeholder for each value a job sets; a job fills them in (JSON scalars
         # and lists are YAML): dumping ~150 lines per job would cost more than a small step
         hydra = OmegaConf.to_container(cfg.hydra, resolve=False, enum_to_str=True)
@@ -264,7 +256,7 @@ class _Template:
         # default subdir, no interpolation in the task keys): resolving it with OmegaConf per job costs
         # more than a small step
         sweep = hydra["sweep"]
-        self.plain_dir = None if self.interpolated or sweep["subdir"] != DEFAULT_SUBDIR or any(
+        self.plain_dir = None if "${" in json.dumps(self.task, default=str) or sweep["subdir"] != DEFAULT_SUBDIR or any(
             f"{k}}}" in str(sweep["dir"]) for k in ("hydra:job.", *SCALARS)) else str(cfg.hydra.sweep.dir)
 
     def job(self, overrides: Sequence[str], idx: int) -> runner.Run:
@@ -502,8 +494,7 @@ class BatchedSubmititLauncher(_ChunkedLauncher):
                        "max_runs_per_chunk", max_runs_per_chunk, "must be null or an integer > 0")
         _check_setting(cluster in ("slurm", "local", "debug"), "cluster", cluster,
                        "unknown; allowed: slurm, local, debug")
-        self.cluster, self.folder, self.chunks, self.max_runs_per_chunk = (
-            cluster, submitit_folder, chunks, max_runs_per_chunk)
+        self.chunks, self.max_runs_per_chunk = chunks, max_runs_per_chunk
         params = {k if k in self.GENERIC else f"slurm_{k}": OmegaConf.to_container(v, resolve=True)
                   if OmegaConf.is_config(v) else v for k, v in params.items()}
         try:
@@ -517,7 +508,7 @@ class BatchedSubmititLauncher(_ChunkedLauncher):
 
     def map(self, chunks: list[list[runner.Run]], threads: int | None) -> list[list[dict] | str]:
         jobs = self.executor.map_array(RunChunk(), chunks, [threads] * len(chunks), [os.getcwd()] * len(chunks))
-        log.info(f"{len(jobs)} submitit jobs ({self.cluster}): {self.folder}")
+        log.info(f"{len(jobs)} submitit jobs ({self.executor.cluster}): {self.executor.folder}")
         failed = [job for job in jobs if job.exception() is not None]  # waits for every job
         if failed:
             fail(f"{len(failed)} of {len(jobs)} submitit jobs failed (first: {failed[0].job_id}, log "
