@@ -35,7 +35,7 @@ from hydra_plugins.samrepro_launcher import (
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from samrepro.config import ConfigError, fail, validate
+from samrepro.config import ConfigError, fail
 
 log = logging.getLogger("samrepro")
 CONF_MODULE = "samrepro.conf"
@@ -52,7 +52,6 @@ def run(cfg: DictConfig) -> dict | float:
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    validate(cfg)
     record = hydra_record(cfg, OmegaConf.to_container(HydraConfig.instance().cfg, resolve=False, enum_to_str=True))
     if "stage" in cfg:
         summary = runner.run_stage(cfg, run_dir, record)

@@ -196,9 +196,8 @@ def claim(run_dir: Path, config: Mapping, inputs: Mapping | None = None, own: It
                           f"{', …' if len(foreign) > 3 else ''}); it is left as it was — choose an empty or new "
                           f"folder (hydra.run.dir=… or name=…)")
     summary = read_summary(run_dir)
-    has_result = summary is not None or (run_dir / METRICS).exists() or (run_dir / CHECKPOINT).exists()
-    if not has_result:
-        return "new"
+    if summary is None and not (run_dir / METRICS).exists() and not (run_dir / CHECKPOINT).exists():
+        return "new"  # no result
     if not (run_dir / CONFIG).exists():
         raise ConfigError(f"{run_dir}: holds a run without samrepro's config record (an older samrepro wrote it); "
                           f"it is left as it was — delete that folder to redo the run")

@@ -171,10 +171,20 @@ def run_inputs(config: Mapping) -> dict:
 
 @cache
 def task_contract(task: str, device: str) -> tuple[tuple[str, ...], bool]:
-    """The metric names and ``config_dim`` of the task that the JSON ``task`` config builds on ``device``, built
-    once for one configuration (the task checks its keys then): what :func:`check` needs before any write."""
+    """The metric names and ``config_dim`` of the task of the JSON ``task`` config, built for one configuration."""
     built = tasks.build(OmegaConf.create(json.loads(task)), 1, resolve_device(device))
     return tuple(built.metric_names), built.config_dim
+
+
+def check_config(config: Mapping) -> None:
+    """ConfigError for a resolved run config whose keys are not valid (:func:`samrepro.config.validate`; the
+    task's own, checked as it is built; ``until`` and ``checkpoint_every``, which depend on the task)."""
+    validate(OmegaConf.create(config))
+    names, config_dim = task_contract(json.dumps(config["task"], sort_keys=True), config["device"])
+    unknown = [k for k in config["until"] if k not in names]
+    require(not unknown, "until", unknown, f"unknown metric; allowed: {', '.join(names)}")
+    require(not config["checkpoint_every"] or not config_dim, "checkpoint_every", config["checkpoint_every"],
+            "needs a task that runs one configuration at a time")
 
 
 def check(runs: Sequence[Run]) -> list[str]:
@@ -183,12 +193,7 @@ def check(runs: Sequence[Run]) -> list[str]:
     (``new``, ``done`` or ``resume``, and ``same`` for a run whose folder an earlier run of the same config
     has: it is computed once)."""
     for config in {batch_key(r.config): r.config for r in runs}.values():
-        validate(OmegaConf.create(config))
-        names, config_dim = task_contract(json.dumps(config["task"], sort_keys=True), config["device"])
-        unknown = [k for k in config["until"] if k not in names]
-        require(not unknown, "until", unknown, f"unknown metric; allowed: {', '.join(names)}")
-        require(not config["checkpoint_every"] or not config_dim, "checkpoint_every", config["checkpoint_every"],
-                "needs a task that runs one configuration at a time")
+        check_config(config)
     for r in runs:
         validate_run(**r.values)
     first: dict[Path, Run] = {}
@@ -336,10 +341,13 @@ def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
     run_dir = Path(run_dir)
     names = list(cfg.stage.phases)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    record = {k: v for k, v in resolved.items() if k != "stage"}
-    record["stage"] = {**resolved["stage"], "phases": {
-        n: {k: v for k, v in p.items() if k != "steps"}
-        for n, p in resolved["stage"]["phases"].items()}}
+    record = {**resolved, "stage": {**resolved["stage"], "phases": {  # without the phases' step caps
+        n: {k: v for k, v in p.items() if k != "steps"} for n, p in resolved["stage"]["phases"].items()}}}
+    for name, overrides in cfg.stage.phases.items():  # every phase checked before any runs (its init: not yet)
+        phase = OmegaConf.to_container(phase_config(cfg, overrides, None), resolve=True)
+        check_config(phase)
+        require(phase["lr_schedule"]["name"] == "constant" or phase["lr_schedule"]["horizon"],
+                f"stage.phases.{name}.lr_schedule.horizon", None, "must be set: a raised cap must not move it")
     inputs = run_inputs(record)
     if claim(run_dir, record, inputs, own=names) == "done" and Path(cfg.stage.save_to).exists():
         log.info("skipped (finished with this config): %s", run_dir)
@@ -350,9 +358,6 @@ def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
     init, phases = None, {}
     for name, overrides in cfg.stage.phases.items():
         phase = phase_config(cfg, overrides, init)
-        validate(phase)
-        require(phase.lr_schedule.name == "constant" or phase.lr_schedule.horizon,
-                f"stage.phases.{name}.lr_schedule.horizon", None, "must be set: a raised cap must not move it")
         phase_dir = run_dir / name
         summary = run([Run(OmegaConf.to_container(phase, resolve=True), phase_dir)])[0]
         summary.pop("skipped", None)

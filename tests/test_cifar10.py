@@ -317,6 +317,17 @@ def test_a_continued_phase_keeps_its_lr_schedule_and_equals_an_uninterrupted_one
     assert list(fresh.step) == list(range(9)) and continued.equals(fresh)
 
 
+def test_a_bad_key_of_a_later_phase_is_refused_before_the_first_phase_runs(cifar_root, tmp_path, monkeypatch,
+                                                                           capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(monkeypatch, "task=cifar10", "stage=adversarial_init", f"task.data_root={cifar_root}", *TINY,
+                "stage.phases.confusion.until.train_acc=0.0", "+stage.phases.clean.until.nope=1")
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "until=['nope']: unknown metric; allowed: " in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_finished_stage_rewrites_a_missing_or_moved_save_to_without_training_again(cifar_root, tmp_path,
                                                                                      monkeypatch):
     monkeypatch.chdir(tmp_path)

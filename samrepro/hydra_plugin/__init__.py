@@ -49,7 +49,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from samrepro.config import ConfigError, fail, is_int, require, run_dirname, validate
-from samrepro.records import YamlDumper, read_summary
+from samrepro.records import YamlDumper, YamlLoader, read_summary
 
 if TYPE_CHECKING:  # the runner imports torch: it is imported once runs are built, not to print --help
     from samrepro import runner
@@ -360,7 +360,7 @@ class BatchedLauncher(Launcher):
 
     def job_config(self, run: runner.Run, overrides: Sequence[str]) -> DictConfig:
         """A job's config as Hydra's own launcher hands it to callbacks: the run's config and its hydra node."""
-        hydra = yaml.load(run.hydra_record["hydra.yaml"], Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        hydra = yaml.load(run.hydra_record["hydra.yaml"], Loader=YamlLoader)
         return OmegaConf.create({**run.config, **hydra})
 
     def execute(self, runs: list[runner.Run]) -> list[dict]:
