@@ -339,7 +339,6 @@ def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
 
     The stage folder's own record leaves out the phases' step caps, which a continued phase raises."""
     run_dir = Path(run_dir)
-    names = list(cfg.stage.phases)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     record = {**resolved, "stage": {**resolved["stage"], "phases": {  # without the phases' step caps
         n: {k: v for k, v in p.items() if k != "steps"} for n, p in resolved["stage"]["phases"].items()}}}
@@ -349,7 +348,7 @@ def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
         require(phase["lr_schedule"]["name"] == "constant" or phase["lr_schedule"]["horizon"],
                 f"stage.phases.{name}.lr_schedule.horizon", None, "must be set: a raised cap must not move it")
     inputs = run_inputs(record)
-    if claim(run_dir, record, inputs, own=names) == "done" and Path(cfg.stage.save_to).exists():
+    if claim(run_dir, record, inputs, own=list(cfg.stage.phases)) == "done" and Path(cfg.stage.save_to).exists():
         log.info("skipped (finished with this config): %s", run_dir)
         return read_summary(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -373,7 +372,7 @@ def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
         init = phase_dir / CHECKPOINT
     save_to = Path(cfg.stage.save_to)
     save_to.parent.mkdir(parents=True, exist_ok=True)
-    final = phases[names[-1]]["final"]
+    final = summary["final"]  # the last phase's
     model = {"model": torch.load(init, map_location="cpu", weights_only=True)["task"]["model"], "recipe": resolved,
              "metrics": final, "phases": {k: v["final"] for k, v in phases.items()}}
     write_atomic(save_to, lambda tmp: torch.save(model, tmp))

@@ -4,16 +4,14 @@
 Installed as ``hydra_plugins.samrepro_launcher`` (pyproject.toml), the namespace in which Hydra looks for
 plugins; :mod:`samrepro.cli` also registers them, since Hydra's scan does not see an editable install.
 
-The sweeper is Hydra's basic one — the same jobs, in the same order — but for its early check: Hydra's
-composes every job (~0.1–0.4 s each: minutes for a 30 × 30 × 3 grid), ours composes each distinct set of
-overrides other than ``lr``, ``rho`` and ``seed`` once. It works with any launcher.
-
-Hydra's sweeper hands ``launch`` the whole sweep. Jobs are composed once per distinct set of overrides
-other than ``lr``, ``rho`` and ``seed`` (config-group choices such as ``opt=usam`` included; a compose
-costs ~0.1 s): each job's scalar overrides are then applied to that unresolved config before it is
+The sweeper is Hydra's basic one — the same jobs, in the same order, with any launcher — but for its early
+check of every job: Hydra's composes every job (~0.1–0.4 s each: minutes for a 30 × 30 × 3 grid), ours each
+distinct set of overrides other than ``lr``, ``rho`` and ``seed`` once (config-group choices such as
+``opt=usam`` included), then applies each job's scalar overrides to that unresolved config before it is
 resolved, so each job's config is the one Hydra composes for it (``${lr}`` interpolations included).
 Each job gets the run folder and the ``.hydra/`` record (config.yaml, hydra.yaml, overrides.yaml) that
-Hydra's own launcher would write, and :func:`samrepro.runner.run` runs them all, batched.
+Hydra's own launcher would write, and the launcher, handed the whole sweep, runs them all batched
+(:func:`samrepro.runner.run`).
 
 Its joblib and submitit variants (``hydra/launcher=local_parallel``, ``slurm``, ``batched_submitit_local``)
 split those runs into chunks (:func:`chunk`) and run each chunk batched in a worker process or job.
