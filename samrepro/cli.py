@@ -35,7 +35,7 @@ from hydra_plugins.samrepro_launcher import (
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from samrepro.config import ConfigError, fail, validate
+from samrepro.config import ConfigError, fail
 
 log = logging.getLogger("samrepro")
 CONF_MODULE = "samrepro.conf"
@@ -52,7 +52,6 @@ def run(cfg: DictConfig) -> dict | float:
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    validate(cfg)
     record = hydra_record(cfg, OmegaConf.to_container(HydraConfig.instance().cfg, resolve=False, enum_to_str=True))
     if "stage" in cfg:
         summary = runner.run_stage(cfg, run_dir, record)
@@ -89,8 +88,7 @@ def one_line_errors():
 def multirun(overrides: Sequence[str]) -> list[Path]:
     """``samrepro -m <overrides>`` in this process (Hydra's sweeper and the configured launcher, by default
     the batched one); returns the jobs' run folders in job order (relative to the working folder when
-    inside it). Bad input raises SystemExit(2) after
-    its one line, as on the command line."""
+    inside it). Bad input raises SystemExit(2) after its one line, as on the command line."""
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 

@@ -28,6 +28,10 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+# Keys that cannot change a result: left out of the fingerprint and of folder names (conf/config.yaml: exclude_keys)
+NON_RESULT_KEYS = frozenset({"progress", "threads", "name", "device", "objective", "task.data_root", "task.download",
+                             "stage.save_to"})
+OmegaConf.register_new_resolver("non_result_keys", lambda *groups: [*sorted(NON_RESULT_KEYS), *groups], replace=True)
 _STEP_CAP = re.compile(r"stage\.phases\.[^.=,]+\.steps=\d+")
 
 
@@ -74,6 +78,7 @@ class OptSchema:
 class LrScheduleSchema:
     name: LrScheduleName = MISSING
     final_ratio: float = MISSING
+    horizon: int | None = MISSING
 
 
 @dataclass
@@ -113,6 +118,7 @@ RULES_OF_KEYS = {  # key: (test of its typed value, or None: its type says all; 
     "threads": (lambda v: v is None or 0 < v <= 1024, "must be null (torch's default) or an integer in 1..1024"),
     "lr_schedule.name": (None, _names(LrScheduleName)),
     "lr_schedule.final_ratio": (lambda v: v > 0, "must be a number > 0"),
+    "lr_schedule.horizon": (lambda v: v is None or v > 0, "must be null (the run's steps) or an integer > 0"),
     "checkpoint_every": (lambda v: v >= 0, "must be an integer >= 0"),
     "epoch_units": (None, "must be true or false"),
     "progress": (None, "must be true or false"),

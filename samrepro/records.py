@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from samrepro.config import ConfigError
+from samrepro.config import NON_RESULT_KEYS, ConfigError
 
 log = logging.getLogger("samrepro")
 YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -37,9 +37,6 @@ FINISHED = ("completed", "diverged")
 CONFIG, METRICS, SUMMARY = "config.yaml", "metrics.csv", "summary.json"
 CHECKPOINT, HYDRA_DIR, LOCK = "checkpoint.pt", ".hydra", ".samrepro.lock"
 RUN_FILES = frozenset({CONFIG, METRICS, SUMMARY, CHECKPOINT, HYDRA_DIR, LOCK})
-# Keys that cannot change a result: left out of the fingerprint (and of the folder name, conf/config.yaml).
-NON_RESULT_KEYS = frozenset({"progress", "threads", "name", "device", "objective", "task.data_root", "task.download",
-                             "stage.save_to"})
 FLUSH_ROWS = 10_000  # a running configuration writes its metrics.csv once this many rows wait …
 FLUSH_VALUES = 32_000_000  # … or once its waiting rows' blocks hold this many floats (8 bytes each: 256 MB)
 
@@ -178,7 +175,8 @@ def claim(run_dir: Path, config: Mapping, inputs: Mapping | None = None, own: It
       samrepro's own, and is recomputed in place);
     * ``"done"``: it holds the finished run (completed or diverged) of this very config and inputs: skip it;
     * ``"resume"``: it holds an unfinished run of this config, or a run of this config that stopped at
-      its step cap before ``until`` (only ``steps`` raised) and left a checkpoint: continue it.
+      its step cap before ``until`` (only ``steps`` raised, its LR schedule constant or on a fixed
+      ``lr_schedule.horizon``) and left a checkpoint: continue it.
 
     Anything else is a :class:`ConfigError` naming the folder, what differs and the fix: files that
     samrepro did not write (``own``: extra names samrepro writes there, e.g. a stage's phase folders),
@@ -198,9 +196,8 @@ def claim(run_dir: Path, config: Mapping, inputs: Mapping | None = None, own: It
                           f"{', …' if len(foreign) > 3 else ''}); it is left as it was — choose an empty or new "
                           f"folder (hydra.run.dir=… or name=…)")
     summary = read_summary(run_dir)
-    has_result = summary is not None or (run_dir / METRICS).exists() or (run_dir / CHECKPOINT).exists()
-    if not has_result:
-        return "new"
+    if summary is None and not (run_dir / METRICS).exists() and not (run_dir / CHECKPOINT).exists():
+        return "new"  # no result
     if not (run_dir / CONFIG).exists():
         raise ConfigError(f"{run_dir}: holds a run without samrepro's config record (an older samrepro wrote it); "
                           f"it is left as it was — delete that folder to redo the run")
@@ -213,10 +210,10 @@ def claim(run_dir: Path, config: Mapping, inputs: Mapping | None = None, own: It
             return "resume"
         return "done" if inputs is None or summary.get("inputs") == inputs else "new"
     diff = config_diff(old, config)
-    capped = summary is not None and summary.get("until_reached") is False
-    if capped and [d.split(":")[0] for d in diff] == ["steps"] and config["steps"] > old["steps"]:
-        if (run_dir / CHECKPOINT).exists():
-            return "resume"
+    fixed = old["lr_schedule"]["name"] == "constant" or old["lr_schedule"].get("horizon") is not None
+    if (summary is not None and summary.get("until_reached") is False and fixed and (run_dir / CHECKPOINT).exists()
+            and [d.split(":")[0] for d in diff] == ["steps"] and config["steps"] > old["steps"]):
+        return "resume"  # a capped run with its steps raised, its LR schedule not on its steps
     if summary is None and not (run_dir / CHECKPOINT).exists():
         return "new"  # another config's unfinished run without a checkpoint holds no result worth keeping
     what = f"the {summary['status']} run" if summary else "the unfinished run (with a checkpoint)"

@@ -15,7 +15,6 @@ import importlib.util
 import json
 import logging
 import os
-import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -170,13 +169,31 @@ def run_inputs(config: Mapping) -> dict:
             "device": resolve_device(config["device"]).type, "files": files}
 
 
+@cache
+def task_contract(task: str, device: str) -> tuple[tuple[str, ...], bool]:
+    """The metric names and ``config_dim`` of the task of the JSON ``task`` config, built for one configuration."""
+    built = tasks.build(OmegaConf.create(json.loads(task)), 1, resolve_device(device))
+    return tuple(built.metric_names), built.config_dim
+
+
+def check_config(config: Mapping) -> None:
+    """ConfigError for a resolved run config whose keys are not valid (:func:`samrepro.config.validate`; the
+    task's own, checked as it is built; ``until`` and ``checkpoint_every``, which depend on the task)."""
+    validate(OmegaConf.create(config))
+    names, config_dim = task_contract(json.dumps(config["task"], sort_keys=True), config["device"])
+    unknown = [k for k in config["until"] if k not in names]
+    require(not unknown, "until", unknown, f"unknown metric; allowed: {', '.join(names)}")
+    require(not config["checkpoint_every"] or not config_dim, "checkpoint_every", config["checkpoint_every"],
+            "needs a task that runs one configuration at a time")
+
+
 def check(runs: Sequence[Run]) -> list[str]:
     """What :func:`run` checks before it writes anything: raises ConfigError for a config that is not valid,
     a folder it may not use, or two runs of different configs in one folder; returns each run's claim
     (``new``, ``done`` or ``resume``, and ``same`` for a run whose folder an earlier run of the same config
     has: it is computed once)."""
     for config in {batch_key(r.config): r.config for r in runs}.values():
-        validate(OmegaConf.create(config))
+        check_config(config)
     for r in runs:
         validate_run(**r.values)
     first: dict[Path, Run] = {}
@@ -223,23 +240,18 @@ def _run_claimed(runs: Sequence[Run], states: Sequence[str], threads: int | None
     computed: dict[str, int] = {}  # GD key → the first run of that key: it computes (or computed) it
     copies: dict[int, int] = {}  # an unfinished run → the run whose result it takes
     for i, r in enumerate(runs):
-        key = gd_key(r.config)
-        if states[i] == "same":
-            continue
-        if key is not None and key not in computed:
-            computed[key] = i
-        elif key is not None and summaries[i] is None:
+        key = gd_key(r.config) if states[i] != "same" else None
+        if key is not None and computed.setdefault(key, i) != i and summaries[i] is None:
             copies[i] = computed[key]
     groups: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(runs):
         if summaries[i] is None and i not in copies and states[i] != "same":
             groups[batch_key(r.config)].append(i)
-    bases = {key: OmegaConf.create(runs[members[0]].config) for key, members in groups.items()}
-    for key, members in groups.items():
+    for members in groups.values():
+        base = OmegaConf.create(runs[members[0]].config)
         for start in range(0, len(members), MAX_BATCH):
             chunk = members[start:start + MAX_BATCH]
-            done = execute(bases[key], [runs[i] for i in chunk], [states[i] for i in chunk], threads)
-            for i, summary in zip(chunk, done):
+            for i, summary in zip(chunk, execute(base, [runs[i] for i in chunk], [states[i] for i in chunk], threads)):
                 summaries[i] = summary
     for i, j in copies.items():
         summaries[i] = copy_result(runs[j], runs[i], summaries[j])
@@ -274,14 +286,11 @@ def execute(base: DictConfig, runs: Sequence[Run], states: Sequence[str], thread
     task = tasks.build(base.task, len(runs), device)
     unit = task.steps_per_epoch if base.epoch_units else 1
     until = dict(base.until or {})
-    unknown = [k for k in until if k not in task.metric_names]
-    require(not unknown, "until", unknown, f"unknown metric; allowed: {', '.join(task.metric_names)}")
     checkpoint_every = base.checkpoint_every * unit
-    require(not checkpoint_every or not task.config_dim, "checkpoint_every", base.checkpoint_every,
-            "needs a task that runs one configuration at a time")
     jobs = list(zip(runs, states, strict=True))
     groups = [jobs] if task.config_dim else [[job] for job in jobs]
-    lr_factor = lr_schedule(base.lr_schedule.name, base.lr_schedule.final_ratio, base.steps * unit)
+    lr_factor = lr_schedule(base.lr_schedule.name, base.lr_schedule.final_ratio,
+                            (base.lr_schedule.horizon or base.steps) * unit)
     default_threads = torch.get_num_threads()
     threads = threads or base.threads
     if threads:
@@ -318,26 +327,28 @@ def _run_group(base: DictConfig, task: tasks.Task, group: Sequence[tuple[Run, st
 
 
 # ------------------------------------------------------------------------------------------------ stages
-STEP_CAP = re.compile(r"^stage\.phases\.[^.]+\.steps$")
-
 
 def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
     """``samrepro … stage=<name>``: the phases of ``cfg.stage`` in order, each in ``<run dir>/<phase>/``
     (its own run folder), phase k starting from the model phase k−1 ended with. Each phase must end by
     reaching its ``until``; a phase stopped by its step cap keeps its checkpoint and is continued, in the
-    same folder, by raising its ``steps`` (the error says how). Finished phases are skipped. The final
-    model is saved to ``stage.save_to`` with the recipe and each phase's final metrics.
+    same folder, by raising its ``steps`` (the error says how; a decaying LR schedule is on the phase's
+    fixed ``lr_schedule.horizon``, so it goes on as before the cap). Finished phases are skipped. The final
+    model is saved to ``stage.save_to`` with the recipe and each phase's final metrics, exported again from
+    the final phase's checkpoint when a finished stage's ``save_to`` is missing (or another path).
 
     The stage folder's own record leaves out the phases' step caps, which a continued phase raises."""
     run_dir = Path(run_dir)
-    names = list(cfg.stage.phases)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    record = {k: v for k, v in resolved.items() if k != "stage"}
-    record["stage"] = {**resolved["stage"], "phases": {
-        n: {k: v for k, v in p.items() if not STEP_CAP.match(f"stage.phases.{n}.{k}")}
-        for n, p in resolved["stage"]["phases"].items()}}
+    record = {**resolved, "stage": {**resolved["stage"], "phases": {  # without the phases' step caps
+        n: {k: v for k, v in p.items() if k != "steps"} for n, p in resolved["stage"]["phases"].items()}}}
+    for name, overrides in cfg.stage.phases.items():  # every phase checked before any runs (its init: not yet)
+        phase = OmegaConf.to_container(phase_config(cfg, overrides, None), resolve=True)
+        check_config(phase)
+        require(phase["lr_schedule"]["name"] == "constant" or phase["lr_schedule"]["horizon"],
+                f"stage.phases.{name}.lr_schedule.horizon", None, "must be set: a raised cap must not move it")
     inputs = run_inputs(record)
-    if claim(run_dir, record, inputs, own=names) == "done":
+    if claim(run_dir, record, inputs, own=list(cfg.stage.phases)) == "done" and Path(cfg.stage.save_to).exists():
         log.info("skipped (finished with this config): %s", run_dir)
         return read_summary(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -346,7 +357,6 @@ def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
     init, phases = None, {}
     for name, overrides in cfg.stage.phases.items():
         phase = phase_config(cfg, overrides, init)
-        validate(phase)
         phase_dir = run_dir / name
         summary = run([Run(OmegaConf.to_container(phase, resolve=True), phase_dir)])[0]
         summary.pop("skipped", None)
@@ -360,7 +370,17 @@ def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
                 f"by running the same command with stage.phases.{name}.steps={2 * phase.steps}")
         phases[name] = summary
         init = phase_dir / CHECKPOINT
-    return _save_stage_model(cfg, run_dir, init, phases, resolved, record, inputs)
+    save_to = Path(cfg.stage.save_to)
+    save_to.parent.mkdir(parents=True, exist_ok=True)
+    final = summary["final"]  # the last phase's
+    model = {"model": torch.load(init, map_location="cpu", weights_only=True)["task"]["model"], "recipe": resolved,
+             "metrics": final, "phases": {k: v["final"] for k, v in phases.items()}}
+    write_atomic(save_to, lambda tmp: torch.save(model, tmp))
+    summary = {"status": "completed", "steps_done": sum(p["steps_done"] for p in phases.values()), "final": final,
+               "checkpoint": str(save_to), "phases": phases, "fingerprint": fingerprint(record, inputs),
+               "inputs": inputs}
+    write_json_atomic(run_dir / "summary.json", summary)
+    return summary
 
 
 def phase_config(cfg: DictConfig, overrides: DictConfig, init: Path | None) -> DictConfig:
@@ -371,20 +391,3 @@ def phase_config(cfg: DictConfig, overrides: DictConfig, init: Path | None) -> D
     if init is not None:
         merged.task.init = str(init)
     return merged
-
-
-def _save_stage_model(cfg: DictConfig, run_dir: Path, final_checkpoint: Path, phases: dict, recipe: dict,
-                      record: dict, inputs: dict) -> dict:
-    """Saves the stage's final model with its recipe (the resolved config) and writes the stage summary."""
-    save_to = Path(cfg.stage.save_to)
-    save_to.parent.mkdir(parents=True, exist_ok=True)
-    state = torch.load(final_checkpoint, map_location="cpu", weights_only=True)["task"]["model"]
-    final = phases[list(phases)[-1]]["final"]
-    model = {"model": state, "recipe": recipe, "metrics": final, "phases": {k: v["final"] for k, v in phases.items()}}
-    write_atomic(save_to, lambda tmp: torch.save(model, tmp))
-    summary = {"status": "completed", "steps_done": sum(p["steps_done"] for p in phases.values()), "final": final,
-               "checkpoint": str(save_to), "phases": phases,
-               "fingerprint": fingerprint(record, inputs), "inputs": inputs}
-    write_json_atomic(run_dir / "summary.json", summary)
-    return summary
-

@@ -31,13 +31,14 @@ def _finite_per_config(params: Sequence[torch.Tensor], config_dim: bool) -> torc
     return torch.stack([p.isfinite().all() for p in params]).all().reshape(1)
 
 
-MULTISTEP = (0.5, 5 / 6)  # Liu et al. (2020)'s decays at epochs 150 and 250 of 300, as fractions of the run
+MULTISTEP = (0.5, 5 / 6)  # Liu et al. (2020)'s decays at epochs 150 and 250 of 300, as fractions of the horizon
 
 
-def lr_schedule(name: str, final_ratio: float, steps: int) -> Callable[[int], float] | None:
-    """The factor η_t/η of step t: ``constant`` → None (η is never touched); ``geometric`` →
-    final_ratio^(t/steps), i.e. η decays geometrically from η to final_ratio·η over the run;
-    ``multistep`` → piecewise constant, multiplied by final_ratio^(1/2) at 1/2 and at 5/6 of the run
+def lr_schedule(name: str, final_ratio: float, horizon: int) -> Callable[[int], float] | None:
+    """The factor η_t/η of step t, on a ``horizon`` of steps (the run's, or a fixed one that raising a capped
+    run's steps does not move): ``constant`` → None (η is never touched); ``geometric`` →
+    final_ratio^(t/horizon), i.e. η decays geometrically from η to final_ratio·η over the horizon;
+    ``multistep`` → piecewise constant, multiplied by final_ratio^(1/2) at 1/2 and at 5/6 of the horizon
     (Liu et al. 2020: ×0.1 at epochs 150 and 250 of 300 is final_ratio = 0.01)."""
     if name not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule.name={name}: allowed: {', '.join(LR_SCHEDULES)}")
@@ -45,8 +46,8 @@ def lr_schedule(name: str, final_ratio: float, steps: int) -> Callable[[int], fl
         return None
     if name == "multistep":
         factor = final_ratio ** (1 / len(MULTISTEP))
-        return lambda t: factor ** sum(t >= m * steps for m in MULTISTEP)
-    log_ratio = math.log(final_ratio) / steps
+        return lambda t: factor ** sum(t >= m * horizon for m in MULTISTEP)
+    log_ratio = math.log(final_ratio) / horizon
     return lambda t: math.exp(log_ratio * t)
 
 

@@ -300,6 +300,53 @@ def test_a_capped_phase_keeps_its_checkpoint_and_continues_in_the_same_folder(ci
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def test_a_continued_phase_keeps_its_lr_schedule_and_equals_an_uninterrupted_one(cifar_root, tmp_path, monkeypatch):
+    """The multistep decays (×0.1 at 1/2 and 5/6 of lr_schedule.horizon = 8) do not move when the cap is raised
+    from 4 to 8: the continued phase's rows are those of a phase run to 8 steps at once, to the last bit."""
+    monkeypatch.chdir(tmp_path)
+    args = ["task=cifar10", "stage=fullbatch_init", f"task.data_root={cifar_root}", *TINY, "stage.save_to=fb.pt",
+            "stage.phases.fullbatch.log_every=1", "stage.phases.fullbatch.checkpoint_every=2",
+            "stage.phases.fullbatch.lr_schedule.horizon=8"]
+    for name, caps in (("continued", (4, 8)), ("fresh", (8,))):
+        for cap in caps:
+            GlobalHydra.instance().clear()
+            with pytest.raises(SystemExit):  # stopped at its cap before 100% train accuracy
+                run_cli(monkeypatch, *args, f"name={name}", f"stage.phases.fullbatch.steps={cap}")
+    continued, fresh = (pd.read_csv(next(tmp_path.glob(f"runs/{n}/*/fullbatch/metrics.csv"))) for n in
+                        ("continued", "fresh"))
+    assert list(fresh.step) == list(range(9)) and continued.equals(fresh)
+
+
+def test_a_bad_key_of_a_later_phase_is_refused_before_the_first_phase_runs(cifar_root, tmp_path, monkeypatch,
+                                                                           capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(monkeypatch, "task=cifar10", "stage=adversarial_init", f"task.data_root={cifar_root}", *TINY,
+                "stage.phases.confusion.until.train_acc=0.0", "+stage.phases.clean.until.nope=1")
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "until=['nope']: unknown metric; allowed: " in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_finished_stage_rewrites_a_missing_or_moved_save_to_without_training_again(cifar_root, tmp_path,
+                                                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["task=cifar10", "stage=fullbatch_init", f"task.data_root={cifar_root}", *TINY,
+            "stage.phases.fullbatch.until.train_acc=0.0", "stage.phases.fullbatch.steps=2"]  # reached at step 0
+    run_cli(monkeypatch, *args, "stage.save_to=fb.pt")
+    (phase,) = tmp_path.glob("runs/adhoc/*/fullbatch")
+    saved, trained = torch.load("fb.pt", weights_only=True), (phase / "metrics.csv").stat().st_mtime_ns
+    Path("fb.pt").unlink()
+    for save_to in ("fb.pt", "moved.pt"):
+        GlobalHydra.instance().clear()
+        run_cli(monkeypatch, *args, f"stage.save_to={save_to}")
+        again = torch.load(save_to, weights_only=True)
+        assert all(torch.equal(again["model"][k], v) for k, v in saved["model"].items())
+        assert read_summary(phase.parent)["checkpoint"] == save_to
+    assert list(tmp_path.glob("runs/adhoc/*/fullbatch")) == [phase]  # save_to is not part of the folder name
+    assert (phase / "metrics.csv").stat().st_mtime_ns == trained
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "stage, phases",

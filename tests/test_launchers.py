@@ -1,15 +1,19 @@
 """The batched joblib and submitit launchers: the same run folders as the default launcher, chunked."""
 
 import itertools
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
 import yaml
-from hydra_plugins.samrepro_launcher import chunk
+from hydra import compose, initialize_config_module
+from hydra_plugins.samrepro_launcher import RunChunk, chunk
 
 from samrepro import runner
 from samrepro.cli import multirun
-from samrepro.records import read_summary
+from samrepro.records import LOCK, read_summary
 
 SWEEP = ["task=quadratic", "opt=gd,sam,usam", "lr=0.1,0.3", "rho=0,0.1", "steps=20", "progress=false", "name=cmp"]
 LAUNCHER_RECORD = [("launcher",), ("runtime", "choices", "hydra/launcher"), ("overrides", "hydra")]
@@ -110,6 +114,29 @@ def test_a_bad_run_folder_in_any_chunk_stops_the_sweep_before_any_chunk_runs(tmp
     assert exit_.value.code == 2 and "holds files samrepro did not write (notes.txt)" in err and err.count("\n") == 1
     assert not list((tmp_path / "runs" / "clash").glob("*/summary.json"))
     assert [p.name for p in taken.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.slow
+def test_a_timed_out_submitit_chunk_is_requeued_and_its_run_recomputed(tmp_path, monkeypatch):
+    """submitit's Checkpointable protocol: a job signalled at its time limit (timeout_min=1: every signal is
+    past submitit's guaranteed time) is requeued, not failed, and its run ends as an uninterrupted one."""
+    submitit = pytest.importorskip("submitit")
+    monkeypatch.chdir(tmp_path)
+    with initialize_config_module(version_base="1.3", config_module="samrepro.conf"):
+        cfg = compose("config", overrides=["task=quadratic", "steps=20000", "log_every=100", "progress=false",
+                                           "device=cpu"])
+    reference = runner.run([runner.Run.of(cfg, tmp_path / "ref")])[0]
+    executor = submitit.AutoExecutor(folder=tmp_path / "submitit", cluster="local")
+    executor.update_parameters(timeout_min=1)
+    job = executor.submit(RunChunk(), [runner.Run.of(cfg, tmp_path / "run")], 1, str(tmp_path))
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "run" / LOCK).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(int((tmp_path / "run" / LOCK).read_text().split()[1]), signal.SIGUSR2)  # Slurm's --signal, at the limit
+    (summary,) = job.result()  # without RunChunk.checkpoint: submitit.core.utils.UncompletedJobError
+    assert "Requeued job" in job.stdout()
+    assert summary["status"] == "completed" and summary["final"] == reference["final"]
+    assert (tmp_path / "run" / "metrics.csv").read_bytes() == (tmp_path / "ref" / "metrics.csv").read_bytes()
 
 
 def grid(steps=((10, ("gd", "sam", "usam")), (20, ("sam",))), rhos=(0.0, 0.1, 0.2)):

@@ -66,6 +66,23 @@ def test_claim_says_what_a_folder_may_be_used_for(tmp_path):
         claim(tmp_path, cfg)
 
 
+@pytest.mark.parametrize("schedule, state", [("lr_schedule.name=constant", "resume"),
+                                             ("lr_schedule.horizon=4", "resume"),
+                                             ("lr_schedule.name=multistep", None)])  # decays at 1/2, 5/6 of steps
+def test_a_capped_run_continues_with_raised_steps_only_when_its_schedule_does_not_move(tmp_path, schedule, state):
+    capped = Run.of(compose("task=quadratic", "steps=4", "lr_schedule.name=multistep", schedule), tmp_path).config
+    records.dump_yaml(capped, tmp_path / "config.yaml")
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    records.write_json_atomic(tmp_path / "summary.json", {"status": "completed", "until_reached": False,
+                                                          "fingerprint": fingerprint(capped)})
+    raised = {**capped, "steps": 8}
+    if state:
+        assert claim(tmp_path, raised) == state
+    else:
+        with pytest.raises(ConfigError, match="holds the completed run of another config \\(steps: 4 → 8\\)"):
+            claim(tmp_path, raised)
+
+
 def test_gd_runs_once_per_config_whatever_rho(tmp_path):
     cfg = compose("task=quadratic", "steps=10", "log_every=5")
     runs = [Run.of(cfg, tmp_path / f"gd{rho}", opt="gd", rho=rho) for rho in (0.0, 0.1, 0.2)]

@@ -4,16 +4,14 @@
 Installed as ``hydra_plugins.samrepro_launcher`` (pyproject.toml), the namespace in which Hydra looks for
 plugins; :mod:`samrepro.cli` also registers them, since Hydra's scan does not see an editable install.
 
-The sweeper is Hydra's basic one — the same jobs, in the same order — but for its early check: Hydra's
-composes every job (~0.1–0.4 s each: minutes for a 30 × 30 × 3 grid), ours composes each distinct set of
-overrides other than ``lr``, ``rho`` and ``seed`` once. It works with any launcher.
-
-Hydra's sweeper hands ``launch`` the whole sweep. Jobs are composed once per distinct set of overrides
-other than ``lr``, ``rho`` and ``seed`` (config-group choices such as ``opt=usam`` included; a compose
-costs ~0.1 s): each job's scalar overrides are then applied to that unresolved config before it is
+The sweeper is Hydra's basic one — the same jobs, in the same order, with any launcher — but for its early
+check of every job: Hydra's composes every job (~0.1–0.4 s each: minutes for a 30 × 30 × 3 grid), ours each
+distinct set of overrides other than ``lr``, ``rho`` and ``seed`` once (config-group choices such as
+``opt=usam`` included), then applies each job's scalar overrides to that unresolved config before it is
 resolved, so each job's config is the one Hydra composes for it (``${lr}`` interpolations included).
 Each job gets the run folder and the ``.hydra/`` record (config.yaml, hydra.yaml, overrides.yaml) that
-Hydra's own launcher would write, and :func:`samrepro.runner.run` runs them all, batched.
+Hydra's own launcher would write, and the launcher, handed the whole sweep, runs them all batched
+(:func:`samrepro.runner.run`).
 
 Its joblib and submitit variants (``hydra/launcher=local_parallel``, ``slurm``, ``batched_submitit_local``)
 split those runs into chunks (:func:`chunk`) and run each chunk batched in a worker process or job.
@@ -49,7 +47,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from samrepro.config import ConfigError, fail, is_int, require, run_dirname, validate
-from samrepro.records import YamlDumper, read_summary
+from samrepro.records import YamlDumper, YamlLoader, read_summary
 
 if TYPE_CHECKING:  # the runner imports torch: it is imported once runs are built, not to print --help
     from samrepro import runner
@@ -107,6 +105,17 @@ def output_folder(cfg: DictConfig, key: str) -> Path:
     return folder
 
 
+def checked_folder(config: DictConfig, key: str) -> Path:
+    """The output folder ``key`` of a valid ``config`` (:func:`output_folder`), or one line and exit 2."""
+    try:
+        validate(config)
+        return output_folder(config, key)
+    except ConfigError as err:
+        fail(str(err))
+    except OSError as err:  # e.g. a folder name too long
+        fail(f"{key}={err.filename}: {err.strerror}")
+
+
 class Checks(Callback):
     """samrepro's Hydra callback (conf/config.yaml ``hydra.callbacks.samrepro``): checks the composed
     config and its output folder before Hydra makes any folder (one line, exit 2); after a single run that
@@ -116,13 +125,7 @@ class Checks(Callback):
         self.created: list[Path] = []
 
     def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
-        try:
-            validate(config)
-            folder = output_folder(config, "hydra.run.dir")
-        except ConfigError as err:
-            fail(str(err))
-        except OSError as err:  # e.g. a folder name too long
-            fail(f"hydra.run.dir={err.filename}: {err.strerror}")
+        folder = checked_folder(config, "hydra.run.dir")
         self.created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
 
     def on_run_end(self, config: DictConfig, job_return: JobReturn, **kwargs: object) -> None:
@@ -134,11 +137,7 @@ class Checks(Callback):
             fail(str(error))  # before Hydra reports the failed job in several lines
 
     def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
-        try:
-            validate(config)
-            output_folder(config, "hydra.sweep.dir")
-        except ConfigError as err:
-            fail(str(err))
+        checked_folder(config, "hydra.sweep.dir")
 
 
 @cache
@@ -236,14 +235,6 @@ def override_dirname(overrides: Sequence[Override], rule: dict) -> str:
     return re.sub("=", rule["kv_sep"], rule["item_sep"].join(lines))
 
 
-def _has_interpolation(node: object) -> bool:
-    if isinstance(node, dict):
-        return any(_has_interpolation(v) for v in node.values())
-    if isinstance(node, list):
-        return any(_has_interpolation(v) for v in node)
-    return isinstance(node, str) and "${" in node
-
-
 class _Template:
     """The composed config shared by the jobs that differ only in lr, rho and seed."""
 
@@ -251,7 +242,6 @@ class _Template:
         self.cfg = cfg
         self.task_keys = [k for k in cfg if k != "hydra"]
         self.task = OmegaConf.to_container(OmegaConf.masked_copy(cfg, self.task_keys), resolve=False)
-        self.interpolated = _has_interpolation(self.task)
         # hydra.yaml once, with a placeholder for each value a job sets; a job fills them in (JSON scalars
         # and lists are YAML): dumping ~150 lines per job would cost more than a small step
         hydra = OmegaConf.to_container(cfg.hydra, resolve=False, enum_to_str=True)
@@ -259,12 +249,12 @@ class _Template:
         hydra["overrides"]["task"] = "__samrepro_task__"
         hydra["runtime"]["output_dir"] = "__samrepro_output_dir__"
         self.hydra_yaml = yaml.dump({"hydra": hydra}, Dumper=YamlDumper, sort_keys=False, allow_unicode=True)
-        self.rule = OmegaConf.to_container(cfg.hydra.job.config.override_dirname)
+        self.rule = OmegaConf.to_container(cfg.hydra.job.config.override_dirname, resolve=True)
         # A job's folder in plain Python where it depends on the job only through override_dirname (the
         # default subdir, no interpolation in the task keys): resolving it with OmegaConf per job costs
         # more than a small step
         sweep = hydra["sweep"]
-        self.plain_dir = None if self.interpolated or sweep["subdir"] != DEFAULT_SUBDIR or any(
+        self.plain_dir = None if "${" in json.dumps(self.task, default=str) or sweep["subdir"] != DEFAULT_SUBDIR or any(
             f"{k}}}" in str(sweep["dir"]) for k in ("hydra:job.", *SCALARS)) else str(cfg.hydra.sweep.dir)
 
     def job(self, overrides: Sequence[str], idx: int) -> runner.Run:
@@ -368,7 +358,7 @@ class BatchedLauncher(Launcher):
 
     def job_config(self, run: runner.Run, overrides: Sequence[str]) -> DictConfig:
         """A job's config as Hydra's own launcher hands it to callbacks: the run's config and its hydra node."""
-        hydra = yaml.load(run.hydra_record["hydra.yaml"], Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        hydra = yaml.load(run.hydra_record["hydra.yaml"], Loader=YamlLoader)
         return OmegaConf.create({**run.config, **hydra})
 
     def execute(self, runs: list[runner.Run]) -> list[dict]:
@@ -399,16 +389,24 @@ def chunk(runs: Sequence[runner.Run], n: int) -> list[list[int]]:
     return [sorted(c) for c in chunks]
 
 
-def _run_chunk(runs: list[runner.Run], threads: int | None, cwd: str) -> list[dict] | str:
-    """:func:`samrepro.runner.run` in a worker, from the sweep's working folder (the run folders may be
-    relative; a reused worker may have started elsewhere); a ConfigError comes back as its message."""
-    from samrepro import runner
+class RunChunk:
+    """:func:`samrepro.runner.run` of one chunk in a worker or job, from the sweep's working folder (the run
+    folders may be relative; a reused worker may have started elsewhere); a ConfigError comes back as its
+    message. Checkpointable as submitit defines it: a preempted or timed-out job is requeued with the same
+    chunk, whose finished runs are then skipped and the others resumed (from their checkpoints, if any)."""
 
-    os.chdir(cwd)
-    try:
-        return runner.run(runs, threads=threads)
-    except ConfigError as err:
-        return str(err)
+    def __call__(self, runs: list[runner.Run], threads: int | None, cwd: str) -> list[dict] | str:
+        from samrepro import runner
+
+        os.chdir(cwd)
+        try:
+            return runner.run(runs, threads=threads)
+        except ConfigError as err:
+            return str(err)
+
+    def checkpoint(self, *args: object) -> object:
+        """submitit's Checkpointable.checkpoint: the same call, to run again once the job is requeued."""
+        return _library("submitit").helpers.DelayedSubmission(self, *args)
 
 
 def _library(name: str) -> ModuleType:
@@ -432,7 +430,7 @@ class _ChunkedLauncher(BatchedLauncher):
         raise NotImplementedError
 
     def map(self, chunks: list[list[runner.Run]], threads: int | None) -> list[list[dict] | str]:
-        """Each chunk's :func:`_run_chunk`, in order."""
+        """Each chunk's :class:`RunChunk`, in order."""
         raise NotImplementedError
 
     def execute(self, runs: list[runner.Run]) -> list[dict]:
@@ -474,7 +472,7 @@ class BatchedJoblibLauncher(_ChunkedLauncher):
             pool = self.joblib.Parallel(n_jobs=self.n_jobs, **self.parallel)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"hydra.launcher: {err}") from err
-        return pool(self.joblib.delayed(_run_chunk)(runs, threads, os.getcwd()) for runs in chunks)
+        return pool(self.joblib.delayed(RunChunk())(runs, threads, os.getcwd()) for runs in chunks)
 
 
 class BatchedSubmititLauncher(_ChunkedLauncher):
@@ -492,25 +490,23 @@ class BatchedSubmititLauncher(_ChunkedLauncher):
         _check_setting(is_int(chunks) and chunks > 0, "chunks", chunks, "must be an integer > 0")
         _check_setting(max_runs_per_chunk is None or (is_int(max_runs_per_chunk) and max_runs_per_chunk > 0),
                        "max_runs_per_chunk", max_runs_per_chunk, "must be null or an integer > 0")
-        self.cluster, self.folder, self.chunks, self.max_runs_per_chunk = (
-            cluster, submitit_folder, chunks, max_runs_per_chunk)
-        self.params = {k if k in self.GENERIC else f"slurm_{k}": OmegaConf.to_container(v, resolve=True)
-                       if OmegaConf.is_config(v) else v for k, v in params.items()}
+        _check_setting(cluster in ("slurm", "local", "debug"), "cluster", cluster,
+                       "unknown; allowed: slurm, local, debug")
+        self.chunks, self.max_runs_per_chunk = chunks, max_runs_per_chunk
+        params = {k if k in self.GENERIC else f"slurm_{k}": OmegaConf.to_container(v, resolve=True)
+                  if OmegaConf.is_config(v) else v for k, v in params.items()}
+        try:
+            self.executor = _library("submitit").AutoExecutor(folder=submitit_folder, cluster=cluster)  # Slurm: srun
+            self.executor.update_parameters(**params)
+        except (RuntimeError, NameError, AssertionError) as err:  # submitit's checks of the cluster and parameters
+            fail(f"hydra.launcher: {str(err).splitlines()[0]}")
 
     def n_chunks(self, n_runs: int) -> int:
         return max(self.chunks, -(-n_runs // self.max_runs_per_chunk)) if self.max_runs_per_chunk else self.chunks
 
     def map(self, chunks: list[list[runner.Run]], threads: int | None) -> list[list[dict] | str]:
-        submitit = _library("submitit")
-        if self.cluster not in ("slurm", "local", "debug"):
-            raise ConfigError(f"hydra.launcher.cluster={self.cluster}: unknown; allowed: slurm, local, debug")
-        try:
-            executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster)  # Slurm's: needs srun
-            executor.update_parameters(**self.params)
-        except (RuntimeError, NameError, AssertionError) as err:  # submitit's checks of the cluster and parameters
-            raise ConfigError(f"hydra.launcher: {str(err).splitlines()[0]}") from err
-        jobs = executor.map_array(_run_chunk, chunks, [threads] * len(chunks), [os.getcwd()] * len(chunks))
-        log.info(f"{len(jobs)} submitit jobs ({self.cluster}): {self.folder}")
+        jobs = self.executor.map_array(RunChunk(), chunks, [threads] * len(chunks), [os.getcwd()] * len(chunks))
+        log.info(f"{len(jobs)} submitit jobs ({self.executor.cluster}): {self.executor.folder}")
         failed = [job for job in jobs if job.exception() is not None]  # waits for every job
         if failed:
             fail(f"{len(failed)} of {len(jobs)} submitit jobs failed (first: {failed[0].job_id}, log "
