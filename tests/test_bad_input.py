@@ -14,7 +14,7 @@ from samrepro.tasks.cifar10 import make_model
 BAD = {  # name: (arguments, what the one line must say)
     "unknown task": (["task=nope"], "task=nope: unknown; allowed: "),
     "unknown optimizer": (["opt=adam"], "opt=adam: unknown; allowed: gd, gd_ascent, sam, usam"),
-    "unknown experiment": (["experiment=nope"], "experiment=nope: unknown; allowed: ahn_fig1"),
+    "unknown experiment": (["experiment=nope"], "experiment=nope: unknown; allowed: ahn_eos, ahn_fig1"),
     "unknown stage": (["stage=nope"], "stage=nope: unknown; allowed: adversarial_init"),
     "unknown key": (["nonsense=3"], "Could not override 'nonsense'"),
     "malformed override": (["lr=(0.1"], "malformed override"),

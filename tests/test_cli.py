@@ -75,10 +75,11 @@ def test_task_keys_are_checked_when_the_task_is_built(samrepro_cli, tmp_path):
 @pytest.mark.slow
 def test_a_folder_holding_other_files_is_left_as_it_was(samrepro_cli, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    for bad in (["task=single_neuron", "task.init=[1.0]"], ["steps=3"]):
+    for bad, says in ((["task=single_neuron", "task.init=[1.0]"], "task.init=[1.0]: must have 2 entries"),
+                      (["steps=3"], "holds files samrepro did not write (notes.txt)")):
         result = samrepro_cli(*bad, "hydra.run.dir=.")
         assert result.returncode == 2 and "Traceback" not in result.stderr
-        assert "holds files samrepro did not write (notes.txt)" in result.stderr
+        assert says in result.stderr
         assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
         assert (tmp_path / "notes.txt").read_text() == "mine"
 

@@ -236,4 +236,5 @@ def main(argv: list[str] | None = None) -> None:
         write_text_atomic(claims_md, claims_markdown([(fig, rows[fig_id]) for fig_id, fig in figures.items()]))
         print(f"wrote {claims_md}")
     if failed:
+        failed = [i for i in figures if i in failed]  # in the registry's order, whichever worker ended first
         parser.exit(2, f"samrepro-figs: error: {len(failed)} figure(s) failed: {', '.join(failed)}\n")
