@@ -159,10 +159,15 @@ def fingerprint(config: Mapping, inputs: Mapping | None = None) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def differing_keys(old: Mapping, new: Mapping) -> list[str]:
+    """The result keys (flattened) in which two resolved configs differ, one of them lacking a key included."""
+    a, b = flatten(old), flatten(new)
+    return sorted(k for k in a.keys() | b.keys() if k not in NON_RESULT_KEYS and a.get(k, "—") != b.get(k, "—"))
+
+
 def config_diff(old: Mapping, new: Mapping, most: int = 3) -> list[str]:
     """``key: old → new`` for the result keys in which two resolved configs differ (the first ``most``)."""
-    a, b = flatten(old), flatten(new)
-    keys = sorted(k for k in a.keys() | b.keys() if k not in NON_RESULT_KEYS and a.get(k, "—") != b.get(k, "—"))
+    a, b, keys = flatten(old), flatten(new), differing_keys(old, new)
     lines = [f"{k}: {a.get(k, '—')} → {b.get(k, '—')}" for k in keys[:most]]
     return lines + ([f"… {len(keys) - most} more"] if len(keys) > most else [])
 
@@ -172,7 +177,8 @@ def claim(run_dir: Path, config: Mapping, inputs: Mapping | None = None, own: It
 
     * ``"new"``: the folder is absent or empty, or holds no result (only Hydra's record), or holds the
       finished run of this config computed from other inputs (other code, device or file contents: it is
-      samrepro's own, and is recomputed in place);
+      samrepro's own, and is recomputed in place) — an older samrepro's run whose config lacks only keys
+      this one added included;
     * ``"done"``: it holds the finished run (completed or diverged) of this very config and inputs: skip it;
     * ``"resume"``: it holds an unfinished run of this config, or a run of this config that stopped at
       its step cap before ``until`` (only ``steps`` raised, its LR schedule constant or on a fixed
@@ -209,6 +215,10 @@ def claim(run_dir: Path, config: Mapping, inputs: Mapping | None = None, own: It
         if summary is None or summary["status"] not in FINISHED:
             return "resume"
         return "done" if inputs is None or summary.get("inputs") == inputs else "new"
+    if (summary is not None and summary["status"] in FINISHED and inputs is not None
+            and summary.get("inputs", {}).get("code") != inputs["code"]
+            and not set(differing_keys(old, config)) & flatten(old).keys()):
+        return "new"  # an older samrepro's run, its config without the keys added since: recomputed
     diff = config_diff(old, config)
     fixed = old["lr_schedule"]["name"] == "constant" or old["lr_schedule"].get("horizon") is not None
     if (summary is not None and summary.get("until_reached") is False and fixed and (run_dir / CHECKPOINT).exists()

@@ -151,6 +151,30 @@ def test_a_summary_that_is_not_its_configs_is_never_served(tmp_path):
         runner.run([Run.of(cfg, tmp_path)])
 
 
+def test_an_older_samrepros_folder_without_a_key_added_since_is_recomputed_not_refused(tmp_path):
+    """A folder written by an older samrepro (other code) whose config lacks only keys added since is
+    samrepro's own run of this config: recomputed in place. With the same code, it is another config."""
+    cfg = compose("task=quadratic", "steps=4")
+    (first,) = runner.run([Run.of(cfg, tmp_path)])
+
+    def as_if_written_without_horizon(code: str) -> None:
+        old = records.load_yaml(tmp_path / "config.yaml")
+        del old["lr_schedule"]["horizon"]
+        records.dump_yaml(old, tmp_path / "config.yaml")
+        inputs = {**first["inputs"], "code": code}
+        summary = json.loads((tmp_path / "summary.json").read_text())
+        (tmp_path / "summary.json").write_text(json.dumps({**summary, "inputs": inputs,
+                                                           "fingerprint": fingerprint(old, inputs)}))
+
+    as_if_written_without_horizon("an older samrepro")
+    (again,) = runner.run([Run.of(cfg, tmp_path)])
+    assert "skipped" not in again and again["fingerprint"] == first["fingerprint"]
+    assert "horizon" in records.load_yaml(tmp_path / "config.yaml")["lr_schedule"]
+    as_if_written_without_horizon(first["inputs"]["code"])
+    with pytest.raises(ConfigError, match=r"of another config \(lr_schedule.horizon: — → None\)"):
+        runner.run([Run.of(cfg, tmp_path)])
+
+
 @pytest.mark.slow
 def test_a_finished_folder_is_recomputed_when_its_code_or_files_change(tmp_path):
     """The fingerprint covers a run's inputs, not only its config: the code of its task (here a user's
