@@ -54,7 +54,7 @@ def trajectories(offset) -> pd.DataFrame:
         for lr in (0.01, 0.02, 0.04):
             for rho in (0.02, 0.04):
                 run = f"lr={lr},rho={rho},task.batch_size={bs}"
-                steps = np.unique(np.r_[10, np.linspace(0, wen_flows.HORIZON / (lr * rho**2), 41).round()])
+                steps = np.unique(np.r_[10, np.linspace(0, wen_flows.HORIZON / (lr * rho**2), 21).round()])
                 start = theory.toy4d_projection(np.array([*X_INIT, *Y_INIT]))
                 x = theory.toy4d_flow(start, lr * rho**2 * steps, *weights)
                 x[:, 0] += offset(lr, rho) * steps / steps[-1]
@@ -74,9 +74,13 @@ def verdicts(df: pd.DataFrame) -> dict[str, bool | None]:
 
 
 def test_claims_pass_on_an_error_first_order_in_eta_and_fail_when_it_grows_with_rho_or_exceeds_the_bound(monkeypatch):
-    # R^max of a quadratic at y = (a, 0) along v1 (ρ²λ1/2 + ρλ1a): the inner maximization is tested below
-    monkeypatch.setattr(wen_flows, "worst_direction",
-                        lambda w, rho: theory.toy4d_factors(np.array(w[:2]))[0] * (rho**2 + 2 * rho * abs(w[2])))
+    def quadratic(w, rho, example=None):
+        """R^max of L (y along v1) or of L_k on their quadratic models: the inner maximization is tested below."""
+        f = theory.toy4d_factors(np.array(w[:2]))
+        k = 0 if example is None else example
+        return (1 if example is None else 2) * f[k] * (rho**2 + 2 * rho * abs(w[2 + k]))
+
+    monkeypatch.setattr(wen_flows, "worst_direction", quadratic)
     good = verdicts(trajectories(lambda lr, rho: 3 * lr))
     assert all(good.values()), good
     rho_driven = verdicts(trajectories(lambda lr, rho: 3 * rho))
@@ -88,11 +92,23 @@ def test_claims_pass_on_an_error_first_order_in_eta_and_fail_when_it_grows_with_
     assert len(tracking) == 2 and not any(too_far[k] for k in tracking)
 
 
-def test_cor15_measures_the_two_cycles_first_order_term():
+@pytest.mark.slow
+def test_cor15_and_cor17_measure_the_two_cycles_first_order_term():
     track = wen_flows.tracking(trajectories(lambda lr, rho: 0.0))
-    cor = wen_flows.cor15(track)
-    predicted = cor.lam1**2 / (2 - cor.lr * cor.lam1)  # ρ‖∇L‖/(ηρ²) at ‖y‖ = ηρλ1/(2 − ηλ1), y along v1
-    np.testing.assert_allclose(cor.deviation, predicted, rtol=0.05)
+    along = wen_flows.sharpness_along(track)
+    full = along[along["task.batch_size"] == 2]  # y = (a, 0) on the 2-cycle of L: R^max − ρ²λ1/2 = ρλ1a
+    np.testing.assert_allclose(full.deviation, full.cycle, rtol=0.05)
+    assert (full.ratio < 1).all()
+    bs1 = along[along["task.batch_size"] == 1]
+    assert (bs1.deviation > 0).all() and (bs1.ratio < 1).all()
+
+
+def test_worst_direction_of_each_example_is_its_quadratic_models():
+    x, a, rho = (0.3, 0.2), 1e-3, 0.02  # per example: R^max_k = ρ²λ_k/2 + ρλ_k|y_k| on L_k = (λ_k/2)·y_k², λ_k = 4F_k
+    f0, f1 = theory.toy4d_factors(np.array(x))
+    assert wen_flows.worst_direction((*x, a, 0.0), rho, 0) == pytest.approx(2 * f0 * rho**2 + 4 * f0 * rho * a,
+                                                                              rel=1e-3)
+    assert wen_flows.worst_direction((*x, a, 0.0), rho, 1) == pytest.approx(2 * f1 * rho**2, rel=1e-3)
 
 
 @pytest.mark.slow

@@ -6,8 +6,9 @@ the limiting flow at flow time τ = ηρ²t, with max_{τ ≤ T3} ‖Φ(x(⌈τ/
 
 both from X(0) = Φ(x_init), in closed form (``theory.toy4d_flow``); Φ of the logged iterates by RK4 on
 gradient flow (``theory.toy4d_projection``). Phase I (Thm 8 / Thm 46): full-batch SAM enters an O(ηρ)
-neighbourhood of Γ in Õ(1/η) steps. Cor. 15: along full-batch SAM, R^max_ρ(x_t) = ρ²λ1(X(τ))/2 + Õ(ηρ²),
-R^max measured by maximizing L(x_t + ρv) over the unit sphere (``sharpness.worst_direction_sharpness``).
+neighbourhood of Γ in Õ(1/η) steps. Cor. 15: along full-batch SAM, R^max_ρ(x_t) = ρ²λ1(X(τ))/2 + Õ(ηρ²);
+Cor. 17: along batch-size-1 SAM, E_k[R^max_k,ρ](x_t) = ρ²Tr(X(τ))/2 + Õ((η+ρ)ρ²); R^max measured by maximizing
+L(x_t + ρv) (or L_k) over the unit sphere (``sharpness.worst_direction_sharpness``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from samrepro import sharpness, theory
 from samrepro.figures import Claim, Figure, save
 from samrepro.figures.columns import setting
+from samrepro.figures.wen_table1 import toy4d_examples
 
 HORIZON = 0.04  # T3: the flow time compared (reached by the smallest ηρ² = 4e-6 in the 10,000 steps)
 SUBSAMPLE = 200  # at most this many logged rows of τ ≤ T3 per run are projected (Φ by RK4)
@@ -74,27 +76,38 @@ def phase_one(df: pd.DataFrame) -> pd.DataFrame:
 
 
 @cache
-def worst_direction(w: tuple[float, ...], rho: float) -> float:
-    """R^max_ρ(w) = max_{‖v‖≤1} L(w + ρv) − L(w) on the 4D toy (STARTS random starts, Adam, seed 0)."""
+def worst_direction(w: tuple[float, ...], rho: float, example: int | None = None) -> float:
+    """R^max_ρ(w) = max_{‖v‖≤1} L(w + ρv) − L(w) on the 4D toy, of L or of its example L_k (k = ``example``,
+    ``wen_table1.toy4d_examples``); STARTS random starts of Adam, seed 0."""
+    loss = theory.toy4d_loss if example is None else toy4d_examples()[example]
     return float(sharpness.worst_direction_sharpness(
-        theory.toy4d_loss, torch.tensor(w, dtype=torch.float64), rho, starts=STARTS, iters=ITERS,
+        loss, torch.tensor(w, dtype=torch.float64), rho, starts=STARTS, iters=ITERS,
         generator=torch.Generator().manual_seed(0)))
 
 
-def cor15(track: pd.DataFrame) -> pd.DataFrame:
-    """Full batch, per run and τ ≈ COR15_TAUS·T3: R^max_ρ(x_t), λ1(X(τ)) = 2F0(X(τ)) and the deviation
-    (R^max − ρ²λ1(X)/2)/(ηρ²), against the constant λ1(X)² of Õ(ηρ²): in phase II the 2-cycle sits at
-    ‖y‖ = a = ηρλ1/(2 − ηλ1) (Thm 21), where R^max = ρ²λ1/2 + ρ‖∇L‖ = ρ²λ1/2 + ηρ²λ1²/(2 − ηλ1) on a
-    quadratic, ≤ ηρ²λ1² for ηλ1 ≤ 1 (ours)."""
+def sharpness_along(track: pd.DataFrame) -> pd.DataFrame:
+    """Per run and τ ≈ COR15_TAUS·T3: the measured sharpness R at x_t against ρ²S(X(τ))/2 and its tolerance.
+    Full batch (Cor. 15): R = R^max_ρ, S = λ1 = 2F0, |R − ρ²λ1/2| ≤ C·ηρ² with C = λ1². Batch size 1
+    (Cor. 17): R = E_k[R^max_k,ρ], S = Tr = 2(F0 + F1), |R − ρ²Tr/2| ≤ C·(η+ρ)ρ² with C = E_k[λ_k²], λ_k = 4F_k
+    the top eigenvalue of L_k. The constants (ours): in phase II each (per-example) 2-cycle sits at
+    |y_k| = ηρλ_k/(2 − ηλ_k) (Thm 21), where R^max_k = ρ²λ_k/2 + ρ‖∇L_k‖ = ρ²λ_k/2 + ηρ²λ_k²/(2 − ηλ_k) on a
+    quadratic (the ``cycle`` column), ≤ ηρ²λ_k² for ηλ_k ≤ 1. ``ratio``: |R − ρ²S/2| over the tolerance."""
     rows = []
-    for (lr, rho), run in track[track["task.batch_size"] == 2].groupby(["lr", "rho"]):
+    for (bs, lr, rho), run in track.groupby(["task.batch_size", "lr", "rho"]):
         for frac in COR15_TAUS:
             r = run.iloc[(run.tau - frac * HORIZON).abs().argmin()]
-            lam1 = 2 * theory.toy4d_factors(np.array([r.X0, r.X1]))[0]
-            value = worst_direction((r.x0, r.x1, r.y0, r.y1), rho)
-            rows.append({"lr": lr, "rho": rho, "tau": r.tau, "R": value, "lam1": lam1,
-                         "deviation": (value - rho**2 * lam1 / 2) / (lr * rho**2), "constant": lam1**2})
-    return pd.DataFrame(rows)
+            f0, f1 = theory.toy4d_factors(np.array([r.X0, r.X1]))
+            w = (r.x0, r.x1, r.y0, r.y1)
+            if bs == 2:
+                value, limit, lams, scale = worst_direction(w, rho), 2 * f0, np.array([2 * f0]), lr * rho**2
+            else:
+                value = np.mean([worst_direction(w, rho, k) for k in range(2)])
+                limit, lams, scale = 2 * (f0 + f1), 4 * np.array([f0, f1]), (lr + rho) * rho**2
+            rows.append({"task.batch_size": bs, "lr": lr, "rho": rho, "tau": r.tau, "R": value, "S": limit,
+                         "deviation": (value - rho**2 * limit / 2) / scale, "constant": np.mean(lams**2),
+                         "cycle": np.mean(lams**2 / (2 - lr * lams)) * lr * rho**2 / scale})
+    out = pd.DataFrame(rows)
+    return out.assign(ratio=out.deviation.abs() / out.constant)
 
 
 def _label(lr: float, rho: float) -> str:
@@ -150,20 +163,23 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
            title="phase I (full batch): ○ first ‖y‖ ≤ λ1ηρ, | ln(1/ηρ)/(ηλ_min)")
     ax.legend(fontsize=6)
     ax = axes[5]
-    cor = cor15(track)
-    for frac, marker in zip(COR15_TAUS, "os", strict=True):
-        rows = cor[np.isclose(cor.tau, frac * HORIZON, rtol=0.1)]
+    along = sharpness_along(track)
+    for bs, marker in ((2, "o"), (1, "^")):
+        rows = along[along["task.batch_size"] == bs]
         for (lr, rho), r in rows.groupby(["lr", "rho"]):
-            ax.plot(r.lr, r.deviation, marker, color=colors[(lr, rho)], ms=7)
-        ax.plot([], [], marker, color="0.4", label=f"τ ≈ {frac * HORIZON:g}")
-    lrs = np.geomspace(0.008, 0.05, 50)
-    lam1 = cor.lam1.mean()
-    ax.plot(lrs, lam1**2 / (2 - lrs * lam1), "k:", lw=1, label=f"λ1²/(2 − ηλ1), λ1 = {lam1:.1f} (2-cycle)")
-    ax.plot(lrs, np.full_like(lrs, lam1**2), "k--", lw=1, label="tolerance λ1²")
-    ax.set(xscale="log", xlim=(0.008, 0.05), xlabel="η",
-           ylabel="$(R^{\\max}_\\rho(x_t) - \\rho^2\\lambda_1(X(\\tau))/2)\\,/\\,\\eta\\rho^2$",
-           title="Cor. 15: $R^{\\max}_\\rho(x_t) - \\rho^2\\lambda_1(X)/2 = \\tilde O(\\eta\\rho^2)$ (full batch)")
-    ax.legend(fontsize=6)
+            ax.plot(r.lr * (1 + 0.04 * np.log2(rho / along.rho.min())), r.ratio, marker, color=colors[(lr, rho)],
+                    ms=7)
+            ax.plot(r.lr * (1 + 0.04 * np.log2(rho / along.rho.min())), r.cycle / r.constant, marker,
+                    color=colors[(lr, rho)], mfc="none", ms=11)
+        ax.plot([], [], marker, color="0.4", label=f"{'Cor. 15, full batch' if bs == 2 else 'Cor. 17, batch size 1'}")
+    ax.plot([], [], "o", color="0.4", mfc="none", ms=11, label="2-cycle prediction ηρ²E[λ²/(2 − ηλ)]")
+    ax.axhline(1, color="k", ls="--", lw=1, label="tolerance")
+    ax.set(xscale="log", xlim=(0.008, 0.05), ylim=(0, 1.6), xlabel="η (ρ = 0.04 drawn a little right)",
+           ylabel="|R − ρ²S(X(τ))/2| / tolerance",
+           title="Cor. 15: $R^{\\max}_\\rho$ vs $\\rho^2\\lambda_1(X)/2$ (tol. $\\lambda_1^2\\eta\\rho^2$); "
+                 "Cor. 17: $E_k R^{\\max}_k$ vs $\\rho^2$Tr$/2$ (tol. $E\\lambda_k^2(\\eta+\\rho)\\rho^2$)")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=6, loc="upper left")
     fig.suptitle(f"Wen et al. Thm 8 / Thm 11 on the 4D toy: SAM tracks its limiting flow on Γ (x_init = "
                  f"{tuple(setting(df, 'task.x_init'))}, y_init = {tuple(setting(df, 'task.y_init'))}, "
                  f"{setting(df, 'steps'):,} steps)")
@@ -207,9 +223,11 @@ def _order_claims(err: pd.DataFrame, bs: int, cite: str) -> list[Claim]:
 def claims(df: pd.DataFrame) -> list[Claim]:
     track = tracking(df)
     err = errors(track)
-    cor = cor15(track)
+    along = sharpness_along(track)
+    cor = along[along["task.batch_size"] == 2]
     scored = cor[cor.rho <= RHO_OVER_LR_MAX * cor.lr]
     outside_cor = cor[cor.rho > RHO_OVER_LR_MAX * cor.lr]
+    cor17 = along[along["task.batch_size"] == 1]
     full, bs1 = err[err["task.batch_size"] == 2], err[err["task.batch_size"] == 1]
     inside = full[full.rho_over_lr <= RHO_OVER_LR_MAX]
     outside = full[full.rho_over_lr > RHO_OVER_LR_MAX]
@@ -245,8 +263,8 @@ def claims(df: pd.DataFrame) -> list[Claim]:
               f"{', '.join(f'{f * HORIZON:g}' for f in COR15_TAUS)}; ρ/η ≤ {RHO_OVER_LR_MAX:g})",
               "|R^max_ρ − ρ²λ1(X)/2| ≤ C·ηρ²",
               f"|deviation|/(ηρ²) = {scored.deviation.abs().min():.0f} … {scored.deviation.abs().max():.0f} over "
-              f"{len(scored)} points (R^max/(ρ²λ1(X)/2) = {(2 * scored.R / (scored.rho**2 * scored.lam1)).min():.3f}"
-              f" … {(2 * scored.R / (scored.rho**2 * scored.lam1)).max():.3f})",
+              f"{len(scored)} points (R^max/(ρ²λ1(X)/2) = {(2 * scored.R / (scored.rho**2 * scored.S)).min():.3f}"
+              f" … {(2 * scored.R / (scored.rho**2 * scored.S)).max():.3f})",
               f"C = λ1(X)² = {scored.constant.min():.0f} … {scored.constant.max():.0f}",
               bool(len(scored)) and bool((scored.deviation.abs() <= scored.constant).all()), kind="paper",
               cite="Wen Cor. 15",
@@ -255,16 +273,33 @@ def claims(df: pd.DataFrame) -> list[Claim]:
               note=f"at ρ/η > {RHO_OVER_LR_MAX:g} (outside Cor. 15's ρ/η small, not scored) |deviation|/(ηρ²) = "
                    f"{outside_cor.deviation.abs().min():.0f} … {outside_cor.deviation.abs().max():.0f}; R^max by "
                    f"Adam over the sphere ({STARTS} starts, {ITERS} iterations)"),
+        Claim(f"Cor. 17: E_k[R^max_k,ρ](x_t) − ρ²Tr(X(ηρ²t))/2 = Õ((η+ρ)ρ²) along SAM with batch size 1 (τ ≈ "
+              f"{', '.join(f'{f * HORIZON:g}' for f in COR15_TAUS)})", "|E_k R^max_k − ρ²Tr(X)/2| ≤ C·(η+ρ)ρ²",
+              f"|deviation|/((η+ρ)ρ²) = {cor17.deviation.abs().min():.0f} … {cor17.deviation.abs().max():.0f} "
+              f"over {len(cor17)} points (E_k R^max_k/(ρ²Tr(X)/2) = "
+              f"{(2 * cor17.R / (cor17.rho**2 * cor17.S)).min():.3f} … "
+              f"{(2 * cor17.R / (cor17.rho**2 * cor17.S)).max():.3f})",
+              f"C = E_k[λ_k²] = {cor17.constant.min():.0f} … {cor17.constant.max():.0f}, λ_k = 4F_k(X)",
+              bool(len(cor17)) and bool((cor17.ratio <= 1).all()), kind="paper", cite="Wen Cor. 17",
+              source="ours: Cor. 15's constant per example, the 2-cycle term ηρ²λ_k²/(2 − ηλ_k) of L_k",
+              note="measured/predicted deviation, the prediction ηρ²·E_k[λ_k²/(2 − ηλ_k)] of the per-example "
+                   f"2-cycles: {(cor17.deviation / cor17.cycle).min():.2f} … "
+                   f"{(cor17.deviation / cor17.cycle).max():.2f}"
+                   f"; at η = {cor17.lr.max():g}, E_k R^max_k = "
+                   f"{(2 * cor17.R / (cor17.rho**2 * cor17.S))[cor17.lr == cor17.lr.max()].mean():.1f}× ρ²Tr/2: the "
+                   "O(·) term is not small there"),
     ]
     return out
 
 
 FIGURE = Figure(
     "wen_flows", "4D toy: SAM tracks the limiting flows of Thm 8 and Thm 11", draw, claims,
-    cite="Wen Thm 8, Thm 11",
+    cite="Wen Thm 8, Thm 11, Cor. 15, 17",
     notes=(f"Init x = (0.5, 0.5), y = (0.1, 0.1) (Fig. 1's); constant η ∈ {{0.01, 0.02, 0.04}}, ρ ∈ {{0.02, "
            f"0.04}}; 10,000 steps, so that the smallest ηρ² reaches the flow time T3 = {HORIZON:g}; full batch "
            "and batch size 1. The flows of eq. (6), (8) in closed form; Φ by RK4 on gradient flow. Thm 8's "
            f"ρ/η small is taken as ρ/η ≤ {RHO_OVER_LR_MAX:g}; ρ ≪ η ≪ 1 at flow time T3 costs T3/(ηρ²) > "
-           "T3/η³ steps, so the scored runs have η = 0.02…0.04."),
+           "T3/η³ steps, so the scored runs have η = 0.02…0.04. Cor. 15 and 17: R^max at the logged rows "
+           f"nearest τ = {', '.join(f'{f * HORIZON:g}' for f in COR15_TAUS)} by Adam over the sphere ({STARTS} "
+           f"starts, {ITERS} iterations)."),
 )
