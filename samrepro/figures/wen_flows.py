@@ -33,8 +33,8 @@ FLOWS = {2: ("Thm 8: full batch, $dX/d\\tau=-\\nabla F_0$", (1.0, 0.0)),
 RHO_OVER_LR_MAX = 1.0  # Thm 8 needs ρ/η "sufficiently small": taken as ρ/η ≤ 1 (ours)
 COR15_TAUS = (0.5, 1.0)  # R^max is measured at the logged rows nearest τ = these fractions of T3
 STARTS, ITERS = 8, 120  # the inner maximization of R^max (wen_table1's, with half its starts)
-ETA_ORDER = (1.4, 2.6)  # err(2η, ρ)/err(η, ρ) and, for ρ, (0.7, 1.3): first order in η, not in ρ (±30%, ours)
-RHO_ORDER = (0.7, 1.3)
+RHO_ORDER = (0.7, 1.3)  # err(η, 2ρ)/err(η, ρ): the error does not depend on ρ (±30%, ours) …
+ETA_GROWTH = 1.4  # … while err(2η, ρ)/err(η, ρ) ≥ this: it is set by η
 
 
 def tracking(df: pd.DataFrame) -> pd.DataFrame:
@@ -149,7 +149,7 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
                 label=f"(η+ρ)ln(1/ηρ), ρ={rho:g}")
     ax.set(xscale="log", yscale="log", xlim=(0.008, 0.05), xlabel="η",
            ylabel=f"max over τ ≤ {HORIZON:g} of ‖Φ(x_t) − X(τ)‖",
-           title="tracking error: first order in η, not in ρ")
+           title="tracking error: set by η, not by ρ")
     ax.legend(fontsize=6)
     ax = axes[4]
     phase = phase_one(df)
@@ -191,8 +191,8 @@ def _runs(rows: pd.DataFrame) -> str:
 
 
 def _order_claims(err: pd.DataFrame, bs: int, cite: str) -> list[Claim]:
-    """The error's order: halving (η, ρ) together shrinks it at least as the bound's ratio (paper), and it is
-    first order in η and independent of ρ (extension)."""
+    """The error's order: halving (η, ρ) together shrinks it at least as the bound's ratio (paper), and it grows
+    with η and does not depend on ρ (extension)."""
     e = err[err["task.batch_size"] == bs].set_index(["lr", "rho"]).err
     bound = err[err["task.batch_size"] == bs].set_index(["lr", "rho"]).bound
     halves = [(k, (k[0] / 2, k[1] / 2)) for k in e.index if (k[0] / 2, k[1] / 2) in e.index]
@@ -206,16 +206,19 @@ def _order_claims(err: pd.DataFrame, bs: int, cite: str) -> list[Claim]:
               "; ".join(f"{m:.2f} (bound ratio {b:.2f})" for m, b in ratios), "≤ the bound's ratio",
               bool(ratios) and all(m <= b for m, b in ratios), kind="paper", cite=cite,
               source="the theorem's O((η+ρ)log(1/ηρ)) with the same constant at both (η, ρ)"),
-        Claim(f"{who}: the tracking error is first order in η and does not depend on ρ",
-              "err(2η, ρ)/err(η, ρ) ≈ 2, err(η, 2ρ)/err(η, ρ) ≈ 1",
-              f"η doubled: {', '.join(f'{v:.2f}' for v in eta)}; ρ doubled: {', '.join(f'{v:.2f}' for v in rho)}",
-              f"{ETA_ORDER[0]:g}–{ETA_ORDER[1]:g} and {RHO_ORDER[0]:g}–{RHO_ORDER[1]:g}",
-              all(ETA_ORDER[0] <= v <= ETA_ORDER[1] for v in eta) and all(RHO_ORDER[0] <= v <= RHO_ORDER[1]
-                                                                           for v in rho),
+        Claim(f"{who}: the tracking error is set by η and does not depend on ρ",
+              "err(η, 2ρ)/err(η, ρ) ≈ 1; err(2η, ρ)/err(η, ρ) > 1",
+              f"ρ doubled: {', '.join(f'{v:.2f}' for v in rho)}; η doubled: {', '.join(f'{v:.2f}' for v in eta)}",
+              f"{RHO_ORDER[0]:g}–{RHO_ORDER[1]:g}; ≥ {ETA_GROWTH:g}",
+              all(RHO_ORDER[0] <= v <= RHO_ORDER[1] for v in rho) and all(v >= ETA_GROWTH for v in eta),
               kind="extension",
-              source="ours: in phase II the perturbed point sits at ‖y‖ ≈ ρ + ηρλ/(2 − ηλ), so the drift "
-                     "speed is off by the factor (2/(2 − ηλ))², independent of ρ; ±30%",
-              note="the theorem's error term (η+ρ)log(1/ηρ) is dominated by ρ in these runs, yet the measured "
+              source="ours: in phase II the perturbed point sits at ‖y‖ ≈ ρ + ηρλ/(2 − ηλ) (λ the top eigenvalue "
+                     "of the loss stepped on), so the drift speed is off by the factor (2/(2 − ηλ))², independent "
+                     "of ρ; ±30%",
+              note="doubling η multiplies the error by about 2 (O(η)) to 2.6: the speed excess (2/(2 − ηλ))² − 1 "
+                   "grows faster than η at these ηλ (batch size 1: λ = 4F0 ≈ 35–39, ηλ up to 1.6 at η = 0.04, "
+                   "where x runs off toward argmin F0 and the error saturates). The theorem's error term "
+                   "(η+ρ)log(1/ηρ) is dominated by ρ in these runs, yet the measured "
                    "error does not move with ρ: the bound is loose by the ρ term on this toy"),
     ]
 
@@ -231,16 +234,17 @@ def claims(df: pd.DataFrame) -> list[Claim]:
     full, bs1 = err[err["task.batch_size"] == 2], err[err["task.batch_size"] == 1]
     inside = full[full.rho_over_lr <= RHO_OVER_LR_MAX]
     outside = full[full.rho_over_lr > RHO_OVER_LR_MAX]
-    motion = float(np.linalg.norm(theory.toy4d_flow(setting(df, "task.x_init"), [HORIZON], 1.0, 0.0)[0]
-                                  - setting(df, "task.x_init")))
-    vacuous = (f"with constant 1 the bound exceeds the flow's displacement over τ ≤ {HORIZON:g} "
-               f"({motion:.2f}): the order claims below carry the content")
+    start = np.array(setting(df, "task.x_init"))
+    motion = {bs: np.linalg.norm(theory.toy4d_flow(start, [HORIZON], *weights)[0] - start)
+              for bs, (_, weights) in FLOWS.items()}
+    vacuous = {bs: f"with constant 1 the bound exceeds the flow's displacement over τ ≤ {HORIZON:g} ({m:.2f}): "
+                   "the order claims below carry the content" for bs, m in motion.items()}
     phase = phase_one(df)
     source = "Thm 8's O((η+ρ)log(1/ηρ)); its constant is not given, taken as 1 (ours)"
     out = [
         Claim(f"Thm 8 phase II: Φ(x_t) tracks dX/dτ = −½∇λ1 = −∇F0 up to τ = {HORIZON:g} (full batch, "
               f"ρ/η ≤ {RHO_OVER_LR_MAX:g})", "max_τ ‖Φ(x(τ/ηρ²)) − X(τ)‖ ≤ (η+ρ)ln(1/ηρ)", _runs(inside),
-              "constant 1", bool(len(inside)) and bool((inside.err <= inside.bound).all()), vacuous, kind="paper",
+              "constant 1", bool(len(inside)) and bool((inside.err <= inside.bound).all()), vacuous[2], kind="paper",
               cite="Wen Thm 8 (phase II)", source=source),
         Claim(f"Thm 8 phase II, same, at ρ/η > {RHO_OVER_LR_MAX:g}", "max_τ ‖Φ(x(τ/ηρ²)) − X(τ)‖ ≤ "
               "(η+ρ)ln(1/ηρ)", _runs(outside), "constant 1", bool((outside.err <= outside.bound).all()),
@@ -249,14 +253,14 @@ def claims(df: pd.DataFrame) -> list[Claim]:
         *_order_claims(err, 2, "Wen Thm 8"),
         Claim("Thm 8 phase I: full-batch SAM is within O(ηρ) of Γ (‖y‖ ≤ λ1(x_init)·ηρ) after Õ(1/η) steps",
               "steps ≤ ln(1/ηρ)/(η·λ_min(x_init))",
-              "; ".join(f"{_label(r.lr, r.rho)}: {r.steps:.0f} ≤ {r.predicted:.0f}?" for r in phase.itertuples()),
+              "; ".join(f"{_label(r.lr, r.rho)}: {r.steps:.0f} (bound {r.predicted:.0f})" for r in phase.itertuples()),
               "constant 1/λ_min, λ_min = 2F1(x_init)", bool((phase.steps <= phase.predicted).all()), kind="paper",
               cite="Wen Thm 8 (phase I), Thm 46",
               source="ours: gradient flow contracts the slowest normal direction at rate λ_min = 2F1(x_init)",
               note=f"logged every {setting(df, 'log_every')} steps: the measured count is rounded up to that"),
         Claim(f"Thm 11 phase II: Φ(x_t) tracks dX/dτ = −½∇Tr = −∇(F0 + F1) up to τ = {HORIZON:g} (batch size 1)",
               "max_τ ‖Φ(x(τ/ηρ²)) − X(τ)‖ ≤ (η+ρ)ln(1/ηρ)", _runs(bs1), "constant 1",
-              bool((bs1.err <= bs1.bound).all()), vacuous + "; one sampling seed per run", kind="paper",
+              bool((bs1.err <= bs1.bound).all()), vacuous[1] + "; one sampling seed per run", kind="paper",
               cite="Wen Thm 11 (phase II)", source="Thm 11's O((η+ρ)log(1/ηρ)); constant taken as 1 (ours)"),
         *_order_claims(err, 1, "Wen Thm 11"),
         Claim(f"Cor. 15: R^max_ρ(x_t) − ρ²λ1(X(ηρ²t))/2 = Õ(ηρ²) along full-batch SAM (τ ≈ "
