@@ -223,3 +223,36 @@ def limiting_regularizers(eigenvalues):
     ev = np.asarray(eigenvalues, dtype=float)
     nonzero = ev[ev > 1e-9 * ev.max()]
     return {"max": ev.max() / 2, "asc": nonzero.min() / 2, "avg": ev.sum() / (2 * len(ev))}
+
+
+def toy4d_flow(x_start, tau, w0, w1):
+    """X(τ) of dX/dτ = −∇(w0·F0 + w1·F1)(X) on Γ = {y = 0} of the 4D toy, in closed form (each F_k is a
+    separable quadratic): X_i(τ) = x*_i + (X_i(0) − x*_i)·e^{−2A_i τ}, A_i = w0·a_0i + w1·a_1i, x* the weighted
+    argmin. Wen et al. eq. (6), dX/dτ = −½∇λ1 with λ1 = 2F0: (w0, w1) = (1, 0); eq. (8), −½∇Tr with
+    Tr = 2(F0 + F1): (1, 1); τ = ηρ²t (Thm 8, Thm 11). ``tau`` of shape [N] gives [N, 2]."""
+    (a0, b0, _, _), (a1, b1, _, _) = TOY4D_FACTORS
+    target = np.array(toy4d_weighted_argmin(w0, w1))
+    rates = 2 * np.array([w0 * a0 + w1 * a1, w0 * b0 + w1 * b1])
+    tau = np.asarray(tau, dtype=float)[..., None]
+    return target + (np.asarray(x_start, dtype=float) - target) * np.exp(-rates * tau)
+
+
+def toy4d_projection(w, horizon: float = 8.0, dt: float = 0.01):
+    """Φ(w) of Wen et al. (the end of gradient flow on L from w = (x0, x1, y0, y1), shape [..., 4]) on the
+    4D toy, by RK4: ẋ = −(∇F0·y0² + ∇F1·y1²), ẏ_k = −2F_k·y_k. The normal rates 2F_k ≥ 2 make ‖y‖ shrink by
+    e^{−2·horizon}; returns x at the end, shape [..., 2]."""
+
+    def velocity(v):
+        x, y = v[..., :2], v[..., 2:]
+        grads = [2 * np.array([a, b]) * (x - c) for a, b, c, _ in TOY4D_FACTORS]  # ∇F_k(x)
+        f = np.stack(toy4d_factors(x), axis=-1)
+        return np.concatenate([-(grads[0] * y[..., :1] ** 2 + grads[1] * y[..., 1:] ** 2), -2 * f * y], axis=-1)
+
+    v = np.asarray(w, dtype=float)
+    for _ in range(int(round(horizon / dt))):
+        k1 = velocity(v)
+        k2 = velocity(v + dt / 2 * k1)
+        k3 = velocity(v + dt / 2 * k2)
+        k4 = velocity(v + dt * k3)
+        v = v + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    return v[..., :2]

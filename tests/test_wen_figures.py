@@ -33,12 +33,17 @@ def test_thm21_claims_pass_on_the_prediction_and_fail_off_it():
 
 
 def test_table1_claims_use_the_smallest_rho_and_the_monte_carlo_error():
-    base = {"loss": "q", "point": "p", "limit_max": 2.0, "limit_asc": 0.5, "limit_avg": 1.0, "avg_se": 0.01}
+    base = {"loss": "q", "point": "p", "limit_max": 2.0, "limit_asc": 0.5, "limit_avg": 1.0, "avg_se": 0.01,
+            "limit_smax": 3.0, "limit_sasc": 3.0}
     rows = pd.DataFrame([{**base, "rho": 0.1, "max": 3.0, "asc": 0.9, "avg": 2.0},  # far, but not the limit
-                         {**base, "rho": 0.001, "max": 2.001, "asc": 0.5004, "avg": 1.02}])
-    assert [c.passed for c in wen_table1.claims(rows)] == [True, True, True]
+                         {**base, "rho": 0.001, "max": 2.001, "asc": 0.5004, "avg": 1.02, "smax": 3.001,
+                          "sasc": 2.999}])
+    assert [c.passed for c in wen_table1.claims(rows)] == [True] * 5
     rows.loc[1, "avg"] = 1.05  # 5 standard errors off
-    assert [c.passed for c in wen_table1.claims(rows)] == [True, True, False]
+    rows.loc[1, "sasc"] = 1.5  # the full-batch R^asc's λ_min/2 scale, not Tr/2 (Thm 10)
+    assert [c.passed for c in wen_table1.claims(rows)] == [True, True, False, True, False]
+    old_csv = rows.drop(columns=["smax", "sasc"])  # made before Thm 9, 10 were measured: shown as not run
+    assert [c.verdict for c in wen_table1.claims(old_csv)][3:] == ["not run", "not run"]
 
 
 def test_limiting_regularizers_ignore_the_zero_eigenvalues():
