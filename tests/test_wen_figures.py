@@ -5,17 +5,24 @@ import numpy as np
 import pandas as pd
 
 from samrepro import theory
-from samrepro.figures import Figure, wen_fig1, wen_table1, wen_thm21
+from samrepro.figures import Figure, make, wen_fig1, wen_table1, wen_thm21
 from samrepro.figures.make import make_csv
 
 
-def test_a_figure_with_compute_skips_the_sweep_and_saves_its_csv(tmp_path):
+def test_a_figure_with_compute_skips_the_sweep_and_saves_its_csv(tmp_path, monkeypatch):
+    """Its inputs: its code, samrepro's code and the config files (a compute may run sweeps of its own):
+    up to date while they are the same, computed again when one changes."""
+    calls = []
     df = pd.DataFrame({"a": [1, 2]})
-    fig = Figure("no_such_experiment", "t", lambda d, s: None, lambda d: [], compute=lambda: df)
+    fig = Figure("no_such_experiment", "t", lambda d, s: None, lambda d: [], compute=lambda: calls.append(1) or df)
     out, made = make_csv(fig, tmp_path / "no_such_experiment.csv", {})
     pd.testing.assert_frame_equal(out, df)
-    assert set(made["inputs"]) == {"compute_code"} and made["csv_sha256"]
+    assert set(made["inputs"]) == {"compute_code", "samrepro_code", "conf"} and made["csv_sha256"]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "no_such_experiment.csv"), df)
+    assert make_csv(fig, tmp_path / "no_such_experiment.csv", made)[1] == made and len(calls) == 1
+    monkeypatch.setattr(make, "conf_hash", lambda: "an edited experiment")
+    assert make_csv(fig, tmp_path / "no_such_experiment.csv", made)[1]["inputs"]["conf"] == "an edited experiment"
+    assert len(calls) == 2
 
 
 def thm21_rows(norm_factor: float) -> pd.DataFrame:

@@ -35,6 +35,7 @@ from samrepro.collect import collect, write_csv_atomic
 from samrepro.config import ConfigError
 from samrepro.figures import KINDS, OUTSIDE, Claim, Figure, registry
 from samrepro.records import read_summary, write_text_atomic
+from samrepro.runner import code_version
 
 matplotlib.use("Agg")
 
@@ -57,17 +58,25 @@ def code_hash(func: Callable) -> str:
     return hashlib.sha256("".join(sources[name] for name in sorted(sources)).encode()).hexdigest()
 
 
+def conf_hash() -> str:
+    """sha256 of every config file samrepro composes runs from (conf/**/*.yaml)."""
+    conf = Path(str(resources.files(CONF_MODULE)))
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(conf.rglob("*.yaml")))).hexdigest()
+
+
 def read_manifest(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
 def make_csv(fig: Figure, csv: Path, manifest: dict) -> tuple[pd.DataFrame, dict]:
     """The figure's DataFrame and its manifest's ``inputs`` and ``csv_sha256``. A sweep runs (finished runs
-    are skipped) and its inputs are its run folders with their fingerprints; a ``compute`` has its code's
-    hash as input and runs only when the CSV is stale. The CSV is rewritten only when its inputs differ
+    are skipped) and its inputs are its run folders with their fingerprints; a ``compute``'s inputs are its
+    code's hash, samrepro's code version and the config files (it may run sweeps of its own), and it runs
+    only when the CSV is stale. The CSV is rewritten only when its inputs differ
     from the manifest's or the file's sha256 does not match the one recorded (e.g. a truncated CSV)."""
-    if fig.compute is not None:
-        inputs = {"compute_code": code_hash(fig.compute)}
+    if fig.compute is not None:  # its sweeps' configs and code, read as files: it may run any (ahn_fig1 does)
+        inputs = {"compute_code": code_hash(fig.compute), "samrepro_code": code_version("samrepro.tasks"),
+                  "conf": conf_hash()}
     else:
         run_dirs = multirun([f"experiment={fig.id}"])
         inputs = {"runs": {Path(os.path.relpath(d)).as_posix(): read_summary(d).get("fingerprint") for d in run_dirs}}
