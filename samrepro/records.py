@@ -59,12 +59,7 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     host and process (``<name>.<host>.<pid>.tmp``: two writers never share one), then renamed onto
     ``path``, so a kill leaves the old file or the new one. Temp files of ``path`` left by a killed process
     of this host are removed first."""
-    path = Path(path)
-    for stale in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
-        host, _, pid = stale.name[len(path.name) + 1:-len(".tmp")].rpartition(".")
-        if host == HOST and pid.isdigit() and not _alive(int(pid)):
-            stale.unlink(missing_ok=True)
-    tmp = path.with_name(f"{path.name}.{HOST}.{os.getpid()}.tmp")
+    tmp = _temp_file(Path(path))
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -72,13 +67,23 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _temp_file(path: Path) -> Path:
+    """This process's temp file for ``path`` (``<name>.<host>.<pid>.tmp``), once the temp files of ``path``
+    left by killed processes of this host are removed."""
+    for stale in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
+        host, _, pid = stale.name[len(path.name) + 1:-len(".tmp")].rpartition(".")
+        if host == HOST and pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    return path.with_name(f"{path.name}.{HOST}.{os.getpid()}.tmp")
+
+
 @contextmanager
 def locked(run_dirs: Iterable[Path]) -> Iterator[None]:
     """Holds the lock of each run folder (made if absent) while the block runs, so that one process at a
-    time writes a folder: a file LOCK created exclusively (O_CREAT|O_EXCL), naming this host, process and
-    time. A lock left by a dead process of this host is taken over; a live one is a ConfigError naming its
-    holder, raised before any run starts. The locks are released, and the folders this call made are
-    removed again if they are left empty, however the block ends."""
+    time writes a folder: a file LOCK created exclusively (a hard link, which fails if it exists), naming
+    this host, process and time. A lock left by a dead process of this host is taken over; a live one is a
+    ConfigError naming its holder, raised before any run starts. The locks are released, and the folders
+    this call made are removed again if they are left empty, however the block ends."""
     made: list[Path] = []
     held: list[Path] = []
     try:
@@ -96,20 +101,26 @@ def locked(run_dirs: Iterable[Path]) -> Iterator[None]:
 
 
 def _take_lock(path: Path) -> Path:
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            host, pid, started = (path.read_text().split(maxsplit=2) + ["?", "?", "?"])[:3]
-            if host == HOST and pid.isdigit() and not _alive(int(pid)):
-                path.unlink(missing_ok=True)  # its process is gone: take it over
-                continue
-            raise ConfigError(f"{path.parent}: in use by process {pid} on {host} since {started.strip()}; run it "
-                              f"again once that one ends (or delete {path} if that process is gone)") from None
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{HOST} {os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
-        return path
-    raise ConfigError(f"{path.parent}: its lock {path} is being taken over by another process; run it again")
+    """Creates the lock ``path`` whole or not at all: its text is written to a temp file first, then hard-linked
+    to ``path``, which fails if ``path`` exists (a kill between creating and writing the lock cannot leave it
+    empty, without a holder to judge)."""
+    tmp = _temp_file(path)
+    tmp.write_text(f"{HOST} {os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+    try:
+        for _ in range(2):
+            try:
+                os.link(tmp, path)
+                return path
+            except FileExistsError:
+                host, pid, started = (path.read_text().split(maxsplit=2) + ["?", "?", "?"])[:3]
+                if host == HOST and pid.isdigit() and not _alive(int(pid)):
+                    path.unlink(missing_ok=True)  # its process is gone: take it over
+                    continue
+                raise ConfigError(f"{path.parent}: in use by process {pid} on {host} since {started.strip()}; run "
+                                  f"it again once that one ends (or delete {path} if that process is gone)") from None
+        raise ConfigError(f"{path.parent}: its lock {path} is being taken over by another process; run it again")
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

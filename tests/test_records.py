@@ -244,6 +244,23 @@ def test_one_process_at_a_time_writes_a_folder(tmp_path):
     assert summary["status"] == "completed" and not (stale / LOCK).exists()  # and released at the end
 
 
+def test_a_kill_while_the_lock_is_made_leaves_no_lock_without_its_holder(tmp_path, monkeypatch):
+    """The fault drill found it: killed between creating the lock and writing its holder, samrepro left an
+    empty lock that no later run could judge. The lock now appears whole (a hard link of a written file)."""
+    cfg = compose("task=quadratic", "steps=4")
+
+    def killed(*args):
+        raise KeyboardInterrupt  # what a kill at that moment leaves behind
+
+    monkeypatch.setattr(records.os, "link", killed)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run([Run.of(cfg, tmp_path / "run")])
+    assert not (tmp_path / "run").exists()  # no lock, no temp file: the folder it made is gone again
+    monkeypatch.undo()
+    (summary,) = runner.run([Run.of(cfg, tmp_path / "run")])
+    assert summary["status"] == "completed" and not (tmp_path / "run" / LOCK).exists()
+
+
 def test_jobs_that_share_a_folder_are_computed_once_or_refused(tmp_path):
     cfg = compose("task=quadratic", "steps=4")
     same = runner.run([Run.of(cfg, tmp_path / "a"), Run.of(cfg, tmp_path / "a", threads=2)])
