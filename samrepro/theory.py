@@ -147,8 +147,8 @@ def ahn_gd_threshold(d, loss_mult=1.0):
 
 
 def dai_loss_mult(d, lr_threshold):
-    """The loss multiplier c that puts GD's threshold 8π/(c·d²) at ``lr_threshold`` (REFERENCE.md:
-    Dai et al.'s η = 0.025 at half the threshold gives c = 8π/(0.05·d²) ≈ 0.01257 for d = 200)."""
+    """The loss multiplier c that puts GD's threshold 8π/(c·d²) at ``lr_threshold`` (Dai et al.'s η = 0.025
+    at half the threshold gives c = 8π/(0.05·d²) ≈ 0.01257 for d = 200)."""
     return 8 * np.pi / (np.asarray(lr_threshold, dtype=float) * np.asarray(d, dtype=float) ** 2)
 
 

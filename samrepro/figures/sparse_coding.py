@@ -25,7 +25,7 @@ ACC_MARGIN = 0.02  # "beats" / "within": 2 points of test accuracy
 COLORS = {"gd": "0.55", "sam": "tab:blue", "usam": "tab:orange"}
 STYLES = {"gd": "-", "sam": "-", "usam": "--"}
 NETWORK = (
-    "Network (our reading of Ahn et al. eq. 2, REFERENCE.md): f(x) = Σ_i [a₊·ReLU(x_i + b) + "
+    "Network (our reading of Ahn et al. eq. 2): f(x) = Σ_i [a₊·ReLU(x_i + b) + "
     "a₋·ReLU(−x_i + b)], the dictionary ±e_i fixed and a₊, a₋, b trained (Ahn's threshold neuron = "
     "a non-zero first-layer bias; a± ~ N(0, 1/(2d)) with signs is an output-weight init; b = 0); "
     "d = 200, n = 300, λ = 3, 10,000 test points (f = 0 is an error). Loss: c × the MEAN logistic "

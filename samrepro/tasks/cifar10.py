@@ -1,6 +1,6 @@
 """CIFAR-10 with ResNet18, CNN-tanh or FCN-ReLU (Dai et al. §2.3 Fig. 3, §3.3 Fig. 5, App. B.1 Fig. 8).
 
-Models (REFERENCE.md, CIFAR-10):
+Models (the papers' CIFAR-10 architectures, as their cited sources define them):
   resnet18  torchvision's resnet18 as Damian et al. (2021) use it for 32×32 images: 3×3 stride-1 conv1, no
             max-pool, GroupNorm with 32 channels per group (``norm=batchnorm``: Liu et al.'s BatchNorm);
             parameter names as in torchvision. ``width`` = channels of conv1 (64).

@@ -2,9 +2,9 @@
 
 Data (Ahn et al. eq. 1): x = λ·y·e_j + ξ with y uniform on {±1}, j uniform on [d], ξ ~ N(0, I_d).
 
-Network (our reading of Ahn et al. eq. 2, whose text we could not retrieve; REFERENCE.md §"Sparse
-coding"): the dictionary ±e_i is the fixed first layer, with one shared bias b, and the second layer
-has two trained scalars a₊, a₋:
+Network (our reading of Ahn et al. eq. 2, whose text we could not retrieve; see results/CLAIMS.md,
+"Settings the papers leave open"): the dictionary ±e_i is the fixed first layer, with one shared bias b,
+and the second layer has two trained scalars a₊, a₋:
 
     f(x; a₋, a₊, b) = Σ_{i=1}^d [ a₊·ReLU(x_i + b) + a₋·ReLU(−x_i + b) ].
 
@@ -18,7 +18,7 @@ classifier (a₊ − a₋)/2·Σ_i x_i + (a₊ + a₋)/2·Σ_i |x_i| (test accur
 b < 0 each unit is a soft threshold that picks out the one large coordinate.
 
 Loss: ``loss_mult`` · (1/n) Σ_k log(1 + e^{−y_k f(x_k)}). ``loss_mult`` = c maps Dai et al.'s (η, ρ),
-given on an unstated loss scale, onto ours (REFERENCE.md): USAM's ρ is not invariant to rescaling
+given on an unstated loss scale, onto ours: USAM's ρ is not invariant to rescaling
 the loss, so the loss is rescaled, never η alone.
 
 Dead network: a test point on which every unit is off (|x_i| ≤ −b for all i, so f = 0, counted as an
