@@ -100,7 +100,7 @@ def draw_if_stale(fig: Figure, df: pd.DataFrame, stem: Path, csv_sha256: str | N
 def file_states(paths: Iterable[Path]) -> dict[Path, tuple[int, int]]:
     """Each existing file of ``paths`` with its inode and mtime: writing a file changes one or both. Only
     used to report what a run wrote, never to judge staleness."""
-    return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in paths if p.is_file()}
+    return {p: (s.st_ino, s.st_mtime_ns) for p in paths if p.is_file() for s in [p.stat()]}
 
 
 def tally(claims: list[Claim]) -> dict[str, dict[str, int]]:
