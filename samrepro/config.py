@@ -29,17 +29,18 @@ def fail(message: str) -> NoReturn:
 
 
 # Keys that cannot change a result: left out of the fingerprint and of folder names (conf/config.yaml: exclude_keys)
-NON_RESULT_KEYS = frozenset({"progress", "threads", "name", "device", "objective", "task.data_root", "task.download",
-                             "stage.save_to"})
+NON_RESULT_KEYS = frozenset({"progress", "threads", "name", "device", "objective", "rerun", "task.data_root",
+                             "task.download", "stage.save_to"})
 OmegaConf.register_new_resolver("non_result_keys", lambda *groups: [*sorted(NON_RESULT_KEYS), *groups], replace=True)
 _STEP_CAP = re.compile(r"stage\.phases\.[^.=,]+\.steps=\d+")
 
 
 def run_dirname(override_dirname: str) -> str:
     """A run folder's name: Hydra's ``job.override_dirname`` without the stage phases' step caps (raising
-    one continues that phase in the same folder), ``defaults`` when nothing is left."""
+    one continues that phase in the same folder), ``defaults`` when nothing is left; one folder, never a
+    path: a ``/`` of a value (``task.init=ckpt/a.pt``) is written ``%2F``."""
     kept = [item for item in override_dirname.split(",") if not _STEP_CAP.fullmatch(item)]
-    return ",".join(kept) or "defaults"
+    return ",".join(kept).replace("/", "%2F") or "defaults"
 
 
 OmegaConf.register_new_resolver("run_dirname", run_dirname, replace=True)
@@ -100,7 +101,9 @@ class RunSchema:
     until: dict[str, float] = MISSING
     checkpoint_every: int = MISSING
     epoch_units: bool = MISSING
+    rerun: bool = MISSING
     stage: dict[str, Any] | None = None
+    user: dict[str, Any] | None = None  # a user's own labels (+user.tag=…), recorded with the run
 
 
 def _names(enum: type[Enum]) -> str:
@@ -122,8 +125,10 @@ RULES_OF_KEYS = {  # key: (test of its typed value, or None: its type says all; 
     "checkpoint_every": (lambda v: v >= 0, "must be an integer >= 0"),
     "epoch_units": (None, "must be true or false"),
     "progress": (None, "must be true or false"),
+    "rerun": (None, "must be true or false"),
     "device": (None, _names(DeviceName)),
-    "name": (lambda v: v.strip("./") != "", "must be a folder name under runs/"),
+    "name": (lambda v: v.strip("./") != "" and ".." not in v.split("/") and not v.startswith("/"),
+             "must be a folder name under runs/ (relative, without ..)"),
     "opt.momentum": (lambda v: 0 <= v < 1, "must be a number in [0, 1)"),
     "opt.weight_decay": (lambda v: v >= 0, "must be a number >= 0"),
     "opt.eps": (lambda v: v > 0, "must be a number > 0"),
@@ -150,10 +155,18 @@ def validate_run(opt: str, lr: float, rho: float, seed: int) -> None:
         require(is_type(value) and (test is None or test(value)), key, value, allowed)
 
 
-def validate(cfg: DictConfig) -> None:
+def validate(cfg: DictConfig, composed: bool = True) -> None:
     """Checks the keys every run has: their types and names against :class:`RunSchema`, then
-    their ranges; tasks check their own keys when built. Top-level keys of a user's own are let through."""
-    known = [k for k in cfg if k in RunSchema.__dataclass_fields__]  # a user's own top-level keys pass
+    their ranges; tasks check their own keys when built. In a ``composed`` (unresolved) config, a top-level
+    key of a user's own must feed an interpolation (``+base_lr=0.2 'lr=${base_lr}'``); labels go under
+    ``user`` (``+user.tag=…``)."""
+    known = [k for k in cfg if k in RunSchema.__dataclass_fields__]
+    if composed:
+        text = OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, known))  # unresolved: the interpolations as written
+        unread = [k for k in cfg if k not in known and k != "hydra" and not re.search(rf"\${{{re.escape(k)}\b", text)]
+    if composed and unread:
+        raise ConfigError(f"{unread[0]}: unknown top-level key, read by no interpolation; allowed: "
+                          f"{', '.join(RunSchema.__dataclass_fields__)} (a label of your own: +user.{unread[0]}=…)")
     try:
         values = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
                   for k in known}  # interpolations resolve against the whole config (a user's own keys too)

@@ -6,8 +6,11 @@ row per logged step, ``step`` first; floats written with ``repr`` so the same ru
 config and overrides) and, for resumable runs, ``checkpoint.pt``. Every file is written atomically
 (temp file + rename), so a kill leaves either the old file or the new one, never half of one.
 
-A folder is samrepro's only while it holds nothing else: :func:`claim` refuses a folder with files
-samrepro did not write, and a folder holding another config's result, and never deletes anything.
+A folder is samrepro's when its ``config.yaml``, the first file samrepro writes there, starts with
+samrepro's marker line (its code version and the run's fingerprint). :func:`claim` refuses a folder with
+files samrepro did not write, or with samrepro's file names but no marker, or holding another config's
+result, and never deletes anything. A finished run whose metrics.csv no longer has the checksum its
+summary recorded (a truncated or edited file) is recomputed, never served.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ import io
 import json
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -34,6 +39,7 @@ YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 YamlDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 FINISHED = ("completed", "diverged")
+MARKER = "# samrepro run record"  # config.yaml's first line: "<MARKER>, code <version>, fingerprint <hash>"
 CONFIG, METRICS, SUMMARY = "config.yaml", "metrics.csv", "summary.json"
 CHECKPOINT, HYDRA_DIR, LOCK = "checkpoint.pt", ".hydra", ".samrepro.lock"
 RUN_FILES = frozenset({CONFIG, METRICS, SUMMARY, CHECKPOINT, HYDRA_DIR, LOCK})
@@ -87,7 +93,7 @@ def locked(run_dirs: Iterable[Path]) -> Iterator[None]:
     made: list[Path] = []
     held: list[Path] = []
     try:
-        for run_dir in map(Path, run_dirs):
+        for run_dir in (Path(os.path.abspath(d)) for d in run_dirs):  # no '..': its parents are its folders
             made += [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # deepest first
             run_dir.mkdir(parents=True, exist_ok=True)
             held.append(_take_lock(run_dir / LOCK))
@@ -136,7 +142,35 @@ def write_json_atomic(path: Path, payload: dict) -> None:
 
 
 def dump_yaml(payload: object, path: Path) -> None:
-    write_text_atomic(Path(path), yaml.dump(payload, Dumper=YamlDumper, sort_keys=False, allow_unicode=True))
+    write_text_atomic(Path(path), yaml_text(payload))
+
+
+SWEPT = ("lr", "rho", "seed")  # the top-level numbers in which the runs of one sweep's compose differ
+
+
+def yaml_text(payload: object) -> str:
+    """``payload`` as YAML (key order kept). A config whose ``lr``, ``rho`` and ``seed`` are numbers is
+    rendered once per sweep compose, with those three filled in per run: a whole dump per run would cost
+    more than a small run's steps."""
+    try:
+        if isinstance(payload, Mapping) and all(type(payload.get(k)) in (int, float) for k in SWEPT):
+            rest = json.dumps({k: v for k, v in payload.items() if k not in SWEPT})
+            return _yaml_template(rest, tuple(payload)).format_map({k: _yaml_scalar(payload[k]) for k in SWEPT})
+    except TypeError:  # not plain JSON data
+        pass
+    return yaml.dump(payload, Dumper=YamlDumper, sort_keys=False, allow_unicode=True)
+
+
+@cache
+def _yaml_template(rest: str, keys: tuple[str, ...]) -> str:
+    payload = {k: f"__samrepro_{k}__" for k in keys} | json.loads(rest)  # key order kept, the swept ones held
+    text = yaml.dump(payload, Dumper=YamlDumper, sort_keys=False, allow_unicode=True).replace("{", "{{")
+    return re.sub(r"__samrepro_(\w+?)__", r"{\1}", text.replace("}", "}}"))
+
+
+@cache
+def _yaml_scalar(value: float) -> str:
+    return yaml.dump({"k": value}, Dumper=YamlDumper)[3:-1]
 
 
 def load_yaml(path: Path) -> dict:
@@ -144,8 +178,18 @@ def load_yaml(path: Path) -> dict:
 
 
 def read_summary(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / SUMMARY
-    return json.loads(path.read_text()) if path.exists() else None
+    """The folder's summary.json; None when it is absent or damaged (not JSON: a run without a summary)."""
+    try:
+        return json.loads((Path(run_dir) / SUMMARY).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def write_config(run_dir: Path, config: Mapping, inputs: Mapping) -> None:
+    """A run folder's config.yaml, its first file: samrepro's marker line (code version, fingerprint), then
+    the resolved config."""
+    marker = f"{MARKER}, code {inputs.get('code')}, fingerprint {fingerprint(config, inputs)}\n"
+    write_text_atomic(Path(run_dir) / CONFIG, marker + yaml_text(dict(config)))
 
 
 def flatten(cfg: Mapping, prefix: str = "") -> dict:
@@ -189,7 +233,7 @@ def claim(run_dir: Path, config: Mapping, inputs: Mapping | None = None, own: It
     * ``"new"``: the folder is absent or empty, or holds no result (only Hydra's record), or holds the
       finished run of this config computed from other inputs (other code, device or file contents: it is
       samrepro's own, and is recomputed in place) — an older samrepro's run whose config lacks only keys
-      this one added included;
+      this one added included —, or whose files are damaged, or ``rerun`` is set;
     * ``"done"``: it holds the finished run (completed or diverged) of this very config and inputs: skip it;
     * ``"resume"``: it holds an unfinished run of this config, or a run of this config that stopped at
       its step cap before ``until`` (only ``steps`` raised, its LR schedule constant or on a fixed
@@ -212,20 +256,28 @@ def claim(run_dir: Path, config: Mapping, inputs: Mapping | None = None, own: It
         raise ConfigError(f"{run_dir}: holds files samrepro did not write ({', '.join(foreign[:3])}"
                           f"{', …' if len(foreign) > 3 else ''}); it is left as it was — choose an empty or new "
                           f"folder (hydra.run.dir=… or name=…)")
+    ours = sorted(p.name for p in run_dir.iterdir() if p.name in RUN_FILES - {LOCK})
+    if not ours:
+        return "new"
     summary = read_summary(run_dir)
+    if not samrepros(run_dir, summary):
+        raise ConfigError(f"{run_dir}: holds {', '.join(ours)} without samrepro's run record (config.yaml starting "
+                          f"with '{MARKER}'): not samrepro's; it is left as it was — choose an empty or new folder")
     if summary is None and not (run_dir / METRICS).exists() and not (run_dir / CHECKPOINT).exists():
         return "new"  # no result
-    if not (run_dir / CONFIG).exists():
-        raise ConfigError(f"{run_dir}: holds a run without samrepro's config record (an older samrepro wrote it); "
-                          f"it is left as it was — delete that folder to redo the run")
-    old = load_yaml(run_dir / CONFIG)
+    try:
+        old = load_yaml(run_dir / CONFIG)
+    except yaml.YAMLError:
+        return "new"  # samrepro's own, damaged: recomputed
     if summary is not None and summary.get("fingerprint") != fingerprint(old, summary.get("inputs")):
         raise ConfigError(f"{run_dir}: its summary.json does not belong to its config.yaml (another process or "
                           f"program wrote one of them); it is left as it was — delete that folder to redo the run")
     if fingerprint(old) == fingerprint(config):
+        if config.get("rerun"):
+            return "new"
         if summary is None or summary["status"] not in FINISHED:
             return "resume"
-        return "done" if inputs is None or summary.get("inputs") == inputs else "new"
+        return "done" if (inputs is None or summary.get("inputs") == inputs) and intact(run_dir, summary) else "new"
     if (summary is not None and summary["status"] in FINISHED and inputs is not None
             and summary.get("inputs", {}).get("code") != inputs["code"]
             and not set(differing_keys(old, config)) & flatten(old).keys()):
@@ -241,6 +293,25 @@ def claim(run_dir: Path, config: Mapping, inputs: Mapping | None = None, own: It
     raise ConfigError(f"{run_dir}: holds {what} of another config ({'; '.join(diff)}); it is left as it was — "
                       f"use another folder (name=… for a sweep, hydra.run.dir=… for one run) or delete that "
                       f"folder to redo it")
+
+
+def samrepros(run_dir: Path, summary: Mapping | None) -> bool:
+    """Whether samrepro wrote the folder's config.yaml: it starts with MARKER, or (an older samrepro's,
+    written before the marker) it is the config of its summary's fingerprint."""
+    try:
+        with open(Path(run_dir) / CONFIG) as f:
+            if f.readline().startswith(MARKER):
+                return True
+        return summary is not None and summary.get("fingerprint") == fingerprint(
+            load_yaml(Path(run_dir) / CONFIG), summary.get("inputs"))
+    except (OSError, ValueError, yaml.YAMLError):  # absent, not text, not YAML
+        return False
+
+
+def intact(run_dir: Path, summary: Mapping) -> bool:
+    """Whether the folder's metrics.csv is the one its summary recorded (``metrics_sha256``)."""
+    path = Path(run_dir) / METRICS
+    return path.exists() and hashlib.sha256(path.read_bytes()).hexdigest()[:16] == summary.get("metrics_sha256")
 
 
 class RunRecord:
@@ -262,11 +333,11 @@ class RunRecord:
                  inputs: Mapping, resume_step: int = 0):
         """``resume_step`` > 0 continues a run resumed from a checkpoint of that step: the rows logged up
         to it are kept (metrics.csv is cut back to them now), later ones dropped."""
-        self.dir = Path(run_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(run_dir)  # made and locked by the runner (records.locked)
         (self.dir / SUMMARY).unlink(missing_ok=True)
-        dump_yaml(dict(config), self.dir / CONFIG)
+        write_config(self.dir, config, inputs)
         self.identity = {**identity, "fingerprint": fingerprint(config, inputs), "inputs": dict(inputs)}
+        self._sha = hashlib.sha256()  # of metrics.csv as written so far
         self.columns = ("step", *metric_names)
         self._steps: list[int] = []  # the rows not written yet: their steps, their blocks, where in it each starts
         self._blocks: list[Sequence[float]] = []
@@ -278,7 +349,9 @@ class RunRecord:
             with open(self.dir / METRICS, newline="") as f:
                 rows = list(csv.reader(f))[1:]
             kept = [r for r in rows if len(r) == len(self.columns) and int(r[0]) <= resume_step]
-            write_text_atomic(self.dir / METRICS, self._csv_text([self.columns, *kept]))
+            text = self._csv_text([self.columns, *kept])
+            write_text_atomic(self.dir / METRICS, text)
+            self._sha.update(text.encode())
             self._written = True
             if kept:
                 self._last_written = {k: float(v) for k, v in zip(self.columns[1:], kept[-1][1:], strict=True)}
@@ -321,7 +394,9 @@ class RunRecord:
                 old = f.read()
         else:
             old = self._csv_text([self.columns])
+            self._sha.update(old.encode())
         write_text_atomic(path, old + new)
+        self._sha.update(new.encode())
         self._last_written, self._written = self.last, True
         self._steps, self._blocks, self._firsts = [], [], []
 
@@ -332,6 +407,7 @@ class RunRecord:
             "steps_done": steps_done,
             **extra,
             "final": self.last,
+            "metrics_sha256": self._sha.hexdigest()[:16],
             "wall_seconds": round(wall_seconds, 3),
             **self.identity,
         }

@@ -29,7 +29,6 @@ from samrepro.config import ConfigError, DeviceName, require, validate, validate
 from samrepro.optim import SAM
 from samrepro.records import (
     CHECKPOINT,
-    CONFIG,
     HYDRA_DIR,
     METRICS,
     RunRecord,
@@ -40,6 +39,7 @@ from samrepro.records import (
     locked,
     read_summary,
     write_atomic,
+    write_config,
     write_json_atomic,
     write_text_atomic,
 )
@@ -179,7 +179,7 @@ def task_contract(task: str, device: str) -> tuple[tuple[str, ...], bool]:
 def check_config(config: Mapping) -> None:
     """ConfigError for a resolved run config whose keys are not valid (:func:`samrepro.config.validate`; the
     task's own, checked as it is built; ``until`` and ``checkpoint_every``, which depend on the task)."""
-    validate(OmegaConf.create(config))
+    validate(OmegaConf.create(config), composed=False)
     names, config_dim = task_contract(json.dumps(config["task"], sort_keys=True), config["device"])
     unknown = [k for k in config["until"] if k not in names]
     require(not unknown, "until", unknown, f"unknown metric; allowed: {', '.join(names)}")
@@ -231,10 +231,11 @@ def _run_claimed(runs: Sequence[Run], states: Sequence[str], threads: int | None
     skipped = [r.dir for r, s in zip(runs, states) if s == "done"]
     if skipped:
         log.info("skipped %d finished run(s) of the same config: %s", len(skipped), span(skipped))
-    stale = {r.dir: [k for k in r.inputs if old.get("inputs", {}).get(k) != r.inputs[k]]
-             for r, s, old in zip(runs, states, summaries) if s == "new" and old}  # finished from other inputs
+    stale = {r.dir: [k for k in r.inputs if old.get("inputs", {}).get(k) != r.inputs[k]] or
+             ["rerun=true" if r.config.get("rerun") else "a damaged metrics.csv"]
+             for r, s, old in zip(runs, states, summaries) if s == "new" and old}  # finished, yet recomputed
     if stale:
-        log.info("recomputed %d finished run(s) computed from other inputs (%s): %s", len(stale),
+        log.info("recomputed %d finished run(s) (%s): %s", len(stale),
                  ", ".join(sorted({k for keys in stale.values() for k in keys})), span(list(stale)))
     summaries = [old if s == "done" else None for s, old in zip(states, summaries)]
     computed: dict[str, int] = {}  # GD key → the first run of that key: it computes (or computed) it
@@ -264,9 +265,8 @@ def _run_claimed(runs: Sequence[Run], states: Sequence[str], threads: int | None
 def copy_result(source: Run, target: Run, summary: dict) -> dict:
     """``target`` is ``source`` but for ρ (which GD ignores) or for SAM/USAM at ρ = 0 (which is GD): the
     same rows, its own config, its own summary saying ``same_as``."""
-    target.dir.mkdir(parents=True, exist_ok=True)
+    write_config(target.dir, target.config, source.inputs)  # its folder made and locked by run()
     target.write_hydra_record()
-    dump_yaml(target.config, target.dir / CONFIG)
     write_text_atomic(target.dir / METRICS, (source.dir / METRICS).read_text())
     result = {**summary, **target.identity(), "fingerprint": fingerprint(target.config, source.inputs),
               "same_as": str(source.dir)}
@@ -319,10 +319,10 @@ def _run_group(base: DictConfig, task: tasks.Task, group: Sequence[tuple[Run, st
     if checkpoint_every and state == "resume" and (first.dir / CHECKPOINT).exists():
         start = load_checkpoint(first.dir, task, optimizer)
         log.info("resumed from step %d: %s", start, first.dir)
+    records = [RunRecord(r.dir, r.identity(), task.metric_names, r.config, r.inputs, resume_step=start)
+               for r, _ in group]  # each writes its config.yaml, samrepro's marker, first
     for r, _ in group:
         r.write_hydra_record()
-    records = [RunRecord(r.dir, r.identity(), task.metric_names, r.config, r.inputs, resume_step=start)
-               for r, _ in group]
     return train(task, optimizer, records, steps=base.steps * unit, log_every=base.log_every * unit,
                  loss_ceiling=base.loss_ceiling, seeds=values["seed"], progress=base.progress, lr_factor=lr_factor,
                  until=until, checkpoint_every=checkpoint_every, start_step=start)
@@ -354,8 +354,8 @@ def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
         log.info("skipped (finished with this config): %s", run_dir)
         return read_summary(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(run_dir, record, inputs)
     Run(record, run_dir, hydra_record).write_hydra_record()
-    dump_yaml(record, run_dir / CONFIG)
     init, phases = None, {}
     for name, overrides in cfg.stage.phases.items():
         phase = phase_config(cfg, overrides, init)

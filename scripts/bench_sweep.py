@@ -2,7 +2,8 @@
 
 0. answers without torch: ``samrepro --help`` against ``python -c "import torch"`` (the goal is a ratio
    < 0.5), and a user's grid against one run at the defaults (``task=quadratic``, 1,000 steps, a row per
-   step): 60, 300 and 2,700 runs, with the marginal cost of a run (start-up and one run: medians of 3);
+   step): 60, 300 and 2,700 runs, with the marginal cost of a run (start-up and one run: medians of 3), and
+   the 2,700 runs again with two rows per run (``log_every=1000``);
 1. the 2,700-configuration grid of ``stability_quadratic`` written out on the command line
    (``samrepro -m task=quadratic … opt=gd,sam,usam lr=<30 values> rho=<30 values>``, the batched launcher)
    against ``samrepro-figs stability_quadratic`` (its sweep through the same launcher, plus its CSV and
@@ -54,13 +55,15 @@ def startup_and_grids(sizes: list[int], repeats: int) -> None:
     t_torch = median_time([sys.executable, "-c", "import torch"], repeats)
     print(f"samrepro --help: {t_help:.2f} s; python -c 'import torch': {t_torch:.2f} s "
           f"(ratio {t_help / t_torch:.2f}; goal < 0.5)", flush=True)
-    t_one = median_time([str(BIN / "samrepro"), "task=quadratic", "progress=false"], repeats)
-    print(f"one run (task=quadratic, 1,000 steps, a row per step): {t_one:.2f} s", flush=True)
-    for n in sizes:
-        lrs = ",".join(f"{0.001 * (i + 1):.3f}" for i in range(n // 3))
-        t = timed([str(BIN / "samrepro"), "-m", "task=quadratic", "progress=false", f"lr={lrs}", "seed=0,1,2"])
-        print(f"{n} runs: {t:.2f} s (ratio to one run {t / t_one:.2f}; marginal cost of a run "
-              f"{1000 * (t - t_one) / (n - 1):.1f} ms)", flush=True)
+    for log_every, what, grids in ((1, "a row per step", sizes), (1000, "two rows: log_every=1000", sizes[-1:])):
+        run = [str(BIN / "samrepro"), "task=quadratic", "progress=false", f"log_every={log_every}"]
+        t_one = median_time(run, repeats)
+        print(f"one run (task=quadratic, 1,000 steps, {what}): {t_one:.2f} s", flush=True)
+        for n in grids:
+            lrs = ",".join(f"{0.001 * (i + 1):.3f}" for i in range(n // 3))
+            t = timed([*run[:1], "-m", *run[1:], f"lr={lrs}", "seed=0,1,2"])
+            print(f"  {n} runs: {t:.2f} s (ratio to one run {t / t_one:.2f}; marginal cost of a run "
+                  f"{1000 * (t - t_one) / (n - 1):.1f} ms)", flush=True)
 
 
 def grid_against_figs() -> None:

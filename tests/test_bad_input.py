@@ -72,6 +72,11 @@ BAD = {  # name: (arguments, what the one line must say)
     "output folder under a file": (["hydra.run.dir=notes.txt/run"], "notes.txt is a file, not a folder"),
     "sweep folder is a file": (["-m", "hydra.sweep.dir=notes.txt", "lr=0.1,0.2"], "notes.txt is a file"),
     "folder holding other files": (["hydra.run.dir=."], "holds files samrepro did not write (cifar, fcn16.pt"),
+    "a top-level key nothing reads": (["+bogus=1"], "bogus: unknown top-level key, read by no interpolation"),
+    "a name escaping runs/": (["name=../../x"], "name=../../x: must be a folder name under runs/ (relative"),
+    "a user's own config.yaml": (["hydra.run.dir=mine"], "mine: holds config.yaml without samrepro's run record"),
+    "a user's own multirun.yaml": (["-m", "hydra.sweep.dir=sweep", "lr=0.1,0.2"],
+                                   "hydra.sweep.dir=sweep: its multirun.yaml is not samrepro's"),
     "folder of another config": (["task.eigenvalues=[3.0,1.0]", "hydra.run.dir=runs/taken"],
                                  "holds the completed run of another config (task.eigenvalues"),
 }
@@ -95,6 +100,10 @@ def workdir(tmp_path_factory):
     checkpoint of a 16-unit FCN."""
     folder = tmp_path_factory.mktemp("user")
     (folder / "notes.txt").write_text("a user's own file")
+    (folder / "mine").mkdir()  # a user's own files with samrepro's names
+    (folder / "mine" / "config.yaml").write_text("lr: 3\n")
+    (folder / "sweep").mkdir()
+    (folder / "sweep" / "multirun.yaml").write_text("mine: true\n")
     write_cifar10(folder / "cifar", 20, 10)
     write_cifar10(folder / "truncated", 20, 10)
     batch = folder / "truncated" / "cifar-10-batches-py" / "data_batch_1"

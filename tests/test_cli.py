@@ -167,13 +167,13 @@ def test_each_jobs_config_is_what_hydra_composes_for_it_interpolations_included(
     interpolating ${lr} and the opt group's own YAML must come out as Hydra's compose of each job."""
     monkeypatch.chdir(tmp_path)
     dirs = multirun(["task=quadratic", "opt=gd,sam,usam", "lr=0.1,0.2", "rho=0.05,0.1", "seed=0,1", "steps=2",
-                     "+lr_copy=${lr}", "loss_ceiling=${rho}", "name=compose"])
+                     "+user.lr_copy=${lr}", "loss_ceiling=${rho}", "name=compose"])
     assert len(dirs) == 24
     for d in dirs[::5]:
         job = OmegaConf.to_container(OmegaConf.load(d / ".hydra" / "overrides.yaml"))
         hydra_own = OmegaConf.to_container(compose(*job), resolve=True)
         assert OmegaConf.to_container(OmegaConf.load(d / "config.yaml")) == hydra_own
-        assert hydra_own["lr_copy"] == hydra_own["lr"] and hydra_own["loss_ceiling"] == hydra_own["rho"]
+        assert hydra_own["user"]["lr_copy"] == hydra_own["lr"] and hydra_own["loss_ceiling"] == hydra_own["rho"]
 
 
 @pytest.mark.slow

@@ -180,6 +180,12 @@ def test_a_changed_csv_or_input_or_drawing_code_rewrites_only_what_depends_on_it
     assert png.stat().st_ino != png_inode and (csv.read_bytes(), csv.stat().st_mtime_ns) == csv_state
     assert json.loads(manifest_path.read_text())["drawn_from"]["drawing_code"] == make_module.code_hash(dai_fig4.draw)
 
+    pdf = png.with_suffix(".pdf")  # a PDF left stale or cut short (a kill between the PNG and the PDF): both redrawn
+    whole, png_inode = pdf.read_bytes(), png.stat().st_ino
+    pdf.write_bytes(whole[:100])
+    make_figs(["dai_fig4", "--results", "results"])
+    assert pdf.read_bytes() == whole and png.stat().st_ino != png_inode
+
 
 def test_drawing_code_hash_covers_the_figure_modules_the_drawing_uses(tmp_path, monkeypatch):
     thm1, thm2 = make_module.code_hash(dai_thm1.draw), make_module.code_hash(dai_thm2.draw)

@@ -185,7 +185,7 @@ CALLBACK = """
 def test_callbacks_fire_once_per_run_and_output_dir_resolves(tmp_path, launcher):
     write_module(tmp_path / "user", "usercb.py", CALLBACK)
     result = samrepro(tmp_path, "-m", *FAST, "lr=0.1,0.2", "seed=0,1", f"hydra/launcher={launcher}",
-                      "+hydra.callbacks.record._target_=usercb.Record", "+where=${hydra:runtime.output_dir}",
+                      "+hydra.callbacks.record._target_=usercb.Record", "+user.where=${hydra:runtime.output_dir}",
                       env={"PYTHONPATH": str(tmp_path / "user")})
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
@@ -194,7 +194,7 @@ def test_callbacks_fire_once_per_run_and_output_dir_resolves(tmp_path, launcher)
     for event in ("start", "end"):
         assert sorted(d for e, d, _ in events if e == event) == runs  # once per run, with its own folder
     for run_dir in runs:
-        assert yaml.safe_load((Path(run_dir) / "config.yaml").read_text())["where"] == run_dir
+        assert yaml.safe_load((Path(run_dir) / "config.yaml").read_text())["user"]["where"] == run_dir
 
 
 def test_a_sweep_ends_with_its_summary(tmp_path):

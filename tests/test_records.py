@@ -17,6 +17,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 
 from samrepro import records, runner, tasks
+from samrepro.cli import multirun
 from samrepro.collect import collect, run_folders
 from samrepro.config import ConfigError
 from samrepro.records import HOST, LOCK, RunRecord, claim, fingerprint, write_atomic
@@ -57,12 +58,60 @@ def test_a_folder_with_foreign_files_is_refused_and_untouched(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["thesis.tex"]
 
 
+@pytest.mark.parametrize("damage", ["truncated metrics.csv", "edited metrics.csv", "corrupt summary.json", "rerun"])
+def test_a_damaged_record_is_recomputed_never_served_and_rerun_recomputes(tmp_path, damage, caplog):
+    caplog.set_level("INFO", logger="samrepro")
+    cfg = compose("task=quadratic", "steps=20", "log_every=5")
+    (first,) = runner.run([Run.of(cfg, tmp_path)])
+    metrics = (tmp_path / "metrics.csv").read_bytes()
+    if damage == "truncated metrics.csv":
+        (tmp_path / "metrics.csv").write_bytes(metrics[:-30])
+    elif damage == "edited metrics.csv":
+        (tmp_path / "metrics.csv").write_bytes(metrics.replace(b"0.", b"1.", 1))
+    elif damage == "corrupt summary.json":
+        (tmp_path / "summary.json").write_text('{"status": "compl')
+    (again,) = runner.run([Run.of(cfg, tmp_path, rerun=damage == "rerun")])
+    assert "skipped" not in again and (tmp_path / "metrics.csv").read_bytes() == metrics
+    assert {**again, "wall_seconds": 0} == {**first, "wall_seconds": 0}
+    if damage != "corrupt summary.json":  # without a summary it is an unfinished run: resumed, said as such
+        assert "recomputed 1 finished run(s) (" + ("rerun=true" if damage == "rerun" else "a damaged metrics.csv")\
+            in caplog.text
+    assert runner.run([Run.of(cfg, tmp_path)])[0]["skipped"] is True
+
+
+@pytest.mark.parametrize("names", [["config.yaml"], ["metrics.csv"], [".hydra"], ["summary.json"], ["checkpoint.pt"]])
+def test_samrepro_knows_its_folders_by_their_marker(tmp_path, names):
+    cfg = compose("task=quadratic", "steps=4")
+    (first,) = runner.run([Run.of(cfg, tmp_path / "ours")])
+    config = (tmp_path / "ours" / "config.yaml").read_text()
+    assert config.startswith(f"{records.MARKER}, code {first['inputs']['code']}, fingerprint {first['fingerprint']}\n")
+    mine = tmp_path / "mine"  # a user's own files with samrepro's names
+    for name in names:
+        (mine / name).parent.mkdir(exist_ok=True)
+        source = tmp_path / "ours" / name
+        (mine / name).mkdir() if name == ".hydra" else (mine / name).write_text(source.read_text().replace(
+            config.split("\n", 1)[0] + "\n", "") if source.exists() else "mine")  # samrepro's without its marker
+    before = {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match=f"mine: holds {', '.join(sorted(names))} without samrepro's run record"):
+        runner.run([Run.of(cfg, mine)])
+    assert {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} == before and len(list(mine.iterdir())) == len(
+        names)
+
+
+def test_a_value_with_slashes_or_dots_stays_inside_its_sweep_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "keep").mkdir(parents=True)  # a user's empty folder, next to the sweep's
+    dirs = multirun(["+user.note=../../x,../keep", "steps=2", "name=esc", "progress=false"])
+    assert [d.parent for d in dirs] == [Path("runs/esc")] * 2 and all((d / "summary.json").exists() for d in dirs)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["esc", "keep"]
+
+
 def test_claim_says_what_a_folder_may_be_used_for(tmp_path):
     cfg = Run.of(compose("task=quadratic", "steps=4"), tmp_path).config
     assert claim(tmp_path / "absent", cfg) == "new"
     assert claim(tmp_path, cfg) == "new"  # empty
     (tmp_path / "summary.json").write_text(json.dumps({"status": "completed"}))
-    with pytest.raises(ConfigError, match="without samrepro's config record"):
+    with pytest.raises(ConfigError, match="without samrepro.s run record"):
         claim(tmp_path, cfg)
 
 
@@ -203,7 +252,7 @@ def test_a_finished_folder_is_recomputed_when_its_code_or_files_change(tmp_path)
     for path, text, what in changes:
         with open(path, "a") as f:
             f.write(text)
-        assert f"recomputed 1 finished run(s) computed from other inputs ({what}): {tmp_path / 'run'}" in samrepro()
+        assert f"recomputed 1 finished run(s) ({what}): {tmp_path / 'run'}" in samrepro()
         assert "skipped 1 finished run" in samrepro()
 
 

@@ -47,7 +47,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from samrepro.config import ConfigError, fail, is_int, require, run_dirname, validate
-from samrepro.records import YamlDumper, YamlLoader, read_summary
+from samrepro.records import YamlDumper, YamlLoader, read_summary, write_text_atomic
 
 if TYPE_CHECKING:  # the runner imports torch: it is imported once runs are built, not to print --help
     from samrepro import runner
@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # the runner imports torch: it is imported once runs are buil
 log = logging.getLogger(__name__)
 SCALARS = ("lr", "rho", "seed")
 JOB_KEYS = ("override_dirname", "id", "num")  # what Hydra's launcher sets in hydra.job for each job
+SWEEP_MARKER = "# samrepro sweep record"  # multirun.yaml's first line: samrepro wrote it
 DEFAULT_SUBDIR = "${run_dirname:${hydra:job.override_dirname}}"  # conf/config.yaml's hydra.sweep.subdir
 
 
@@ -90,30 +91,25 @@ def hydra_error_line(err: Exception) -> str:
     return " ".join(lines[:2])
 
 
-def output_folder(cfg: DictConfig, key: str) -> Path:
-    """``hydra.run.dir`` or ``hydra.sweep.dir`` of a composed config, which must be creatable: its first
-    existing ancestor a writable folder."""
+def checked_folder(cfg: DictConfig, key: str) -> Path:
+    """The output folder ``key`` (``hydra.run.dir`` or ``hydra.sweep.dir``) of a valid composed config, which
+    must be creatable: its first existing ancestor a writable folder; else one line and exit 2."""
     saved = HydraConfig.instance().cfg
     try:
-        HydraConfig.instance().set_config(cfg)
+        HydraConfig.instance().set_config(cfg)  # what ${hydra:…} interpolations read
+        validate(cfg)
         folder = Path(str(OmegaConf.select(cfg, key)))
-    finally:
-        HydraConfig.instance().cfg = saved
-    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
-    require(existing.is_dir(), key, folder, f"{existing} is a file, not a folder; choose another folder")
-    require(os.access(existing, os.W_OK | os.X_OK), key, folder, f"{existing} is not writable; choose another folder")
-    return folder
-
-
-def checked_folder(config: DictConfig, key: str) -> Path:
-    """The output folder ``key`` of a valid ``config`` (:func:`output_folder`), or one line and exit 2."""
-    try:
-        validate(config)
-        return output_folder(config, key)
+        existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+        require(existing.is_dir(), key, folder, f"{existing} is a file, not a folder; choose another folder")
+        require(os.access(existing, os.W_OK | os.X_OK), key, folder, f"{existing} is not writable; choose another "
+                                                                       f"folder")
+        return folder
     except ConfigError as err:
         fail(str(err))
     except OSError as err:  # e.g. a folder name too long
         fail(f"{key}={err.filename}: {err.strerror}")
+    finally:
+        HydraConfig.instance().cfg = saved
 
 
 class Checks(Callback):
@@ -125,7 +121,7 @@ class Checks(Callback):
         self.created: list[Path] = []
 
     def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
-        folder = checked_folder(config, "hydra.run.dir")
+        folder = Path(os.path.abspath(checked_folder(config, "hydra.run.dir")))  # no '..' among its parents
         self.created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
 
     def on_run_end(self, config: DictConfig, job_return: JobReturn, **kwargs: object) -> None:
@@ -199,11 +195,15 @@ class BatchedSweeper(Sweeper):
                     "hydra.sweeper.max_batch_size", self.max_batch_size, "must be null or an integer > 0")
             runs = build_runs(self.hydra_context, self.config, jobs, 0)  # every job's config, composed
             runner.check(runs)  # every config and folder checked before the sweep makes any folder
+            sweep_dir = Path(str(self.config.hydra.sweep.dir))
+            record = sweep_dir / "multirun.yaml"
+            require(not record.exists() or record.read_text().startswith(SWEEP_MARKER), "hydra.sweep.dir", sweep_dir,
+                    f"its {record.name} is not samrepro's (no '{SWEEP_MARKER}' line); it is left as it was — "
+                    f"choose another folder (name=…)")
         except ConfigError as err:
             fail(str(err))
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        write_text_atomic(record, f"{SWEEP_MARKER}\n{OmegaConf.to_yaml(self.config)}")
         size = self.max_batch_size or len(jobs)
         returns = []
         for start in range(0, len(jobs), size):
@@ -302,6 +302,7 @@ def build_runs(hydra_context: HydraContext, config: DictConfig, job_overrides: S
             except HydraException as err:
                 raise ConfigError(hydra_error_line(err)) from err
             HydraConfig.instance().set_config(cfg)
+            validate(cfg)  # the keys as composed (a resolved config no longer shows what reads a key of the user's)
             template = _Template(cfg)
             for i in members:
                 runs[i] = template.job(job_overrides[i], initial_job_idx + i)
