@@ -76,7 +76,7 @@ BAD = {  # name: (arguments, what the one line must say)
     "a name escaping runs/": (["name=../../x"], "name=../../x: must be a folder name under runs/ (relative"),
     "a user's own config.yaml": (["hydra.run.dir=mine"], "mine: holds config.yaml without samrepro's run record"),
     "a user's own multirun.yaml": (["-m", "hydra.sweep.dir=sweep", "lr=0.1,0.2"],
-                                   "hydra.sweep.dir=sweep: its multirun.yaml is not samrepro's"),
+                                   "hydra.sweep.dir=sweep: its multirun.yaml is not a sweep's record"),
     "folder of another config": (["task.eigenvalues=[3.0,1.0]", "hydra.run.dir=runs/taken"],
                                  "holds the completed run of another config (task.eigenvalues"),
 }

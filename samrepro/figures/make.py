@@ -30,7 +30,7 @@ import matplotlib
 import pandas as pd
 import yaml
 
-from samrepro.cli import CONF_MODULE, multirun
+from samrepro.cli import CONF_MODULE, multirun, one_line_errors
 from samrepro.collect import collect, write_csv_atomic
 from samrepro.config import ConfigError
 from samrepro.figures import KINDS, OUTSIDE, Claim, Figure, registry
@@ -202,6 +202,12 @@ def sweep_groups(fig_ids: list[str]) -> list[list[str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``samrepro-figs``; an operational error (a full disk, a read-only results folder) is one line."""
+    with one_line_errors():
+        make_figures(argv)
+
+
+def make_figures(argv: list[str] | None) -> None:
     figures = registry()
     parser = argparse.ArgumentParser(prog="samrepro-figs", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

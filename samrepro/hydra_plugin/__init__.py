@@ -197,9 +197,8 @@ class BatchedSweeper(Sweeper):
             runner.check(runs)  # every config and folder checked before the sweep makes any folder
             sweep_dir = Path(str(self.config.hydra.sweep.dir))
             record = sweep_dir / "multirun.yaml"
-            require(not record.exists() or record.read_text().startswith(SWEEP_MARKER), "hydra.sweep.dir", sweep_dir,
-                    f"its {record.name} is not samrepro's (no '{SWEEP_MARKER}' line); it is left as it was — "
-                    f"choose another folder (name=…)")
+            require(sweep_record(record), "hydra.sweep.dir", sweep_dir, f"its {record.name} is not a sweep's record "
+                    f"(no '{SWEEP_MARKER}' line); it is left as it was — choose another folder (name=…)")
         except ConfigError as err:
             fail(str(err))
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -214,6 +213,18 @@ class BatchedSweeper(Sweeper):
                 _ = r.return_value  # raises a failed job's exception
         log.info(sweep_report([r for batch in returns for r in batch], sweep_dir, time.perf_counter() - started))
         return returns
+
+
+def sweep_record(path: Path) -> bool:
+    """Whether ``path`` is absent or a sweep's multirun.yaml: samrepro's (its marker line), or Hydra's own
+    record of a multirun (an older samrepro's, or Hydra's launcher's), which a sweep rewrites as Hydra does."""
+    try:
+        text = path.read_text()
+        return text.startswith(SWEEP_MARKER) or yaml.load(text, Loader=YamlLoader)["hydra"]["mode"] == "MULTIRUN"
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError, yaml.YAMLError, TypeError, KeyError):
+        return False
 
 
 def sweep_report(returns: Sequence[JobReturn], sweep_dir: Path, seconds: float) -> str:
