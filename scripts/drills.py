@@ -1,9 +1,10 @@
 """Drills of samrepro's guarantees (issue #20): processes racing on one folder, and inputs changed under a result.
 
     python scripts/drills.py race  [--trials 10] [--racers 4] [--seed 0] [--grid 5] [--steps 300] [--no-figs]
-                                   [--spawn] [--figure PATH]
-    python scripts/drills.py stale [--figure PATH]
-    python scripts/drills.py race --trials 1 --grid 2 --steps 20 --no-figs     # a smoke run: a few seconds
+                                   [--spawn] [--churn 3] [--figure PATH]          # about 2.5 min on 2 cores
+    python scripts/drills.py stale [--changes abcdefg] [--figure PATH]            # about 1.5 min on 2 cores
+    python scripts/drills.py race --trials 1 --grid 2 --steps 20 --churn 1      # smoke runs: under 20 s each
+    python scripts/drills.py stale --changes c
 
 ``race``: in each trial, ``--racers`` processes run one command on one folder at once, three times over: a
 batched sweep (``samrepro -m``: GD, SAM and USAM on a quadratic over a grid × grid of η and ρ, ``name=race``),
@@ -23,7 +24,9 @@ byte-identical to the uninterrupted process's. It counts how often each run was 
 ways, which must agree and give exactly once: the summary.json writes (every racer's ``os.replace`` calls,
 which is how samrepro writes every file, are logged by the racer to a file of this drill) and the racers'
 own reports (the sweep's ``N runs: …, k skipped`` line, a single run's ``skipped`` line). Finally the command
-is run once more: it must skip everything and write no run file.
+is run once more: it must skip everything and write no run file. After the trials, a lock churn: the racers
+take and release one existing run folder's lock (``samrepro.records.locked``) in a loop for ``--churn``
+seconds; each attempt must hold it or be refused by its live holder.
 
 ``stale``: for each change of what a finished result was made from, a small command runs, the input is
 changed, the same command runs again, and the second run is RECOMPUTED (summary.json rewritten with the new
@@ -32,9 +35,12 @@ changes: a data folder's files (a generated CIFAR-10 copy), a ``task.init`` chec
 device (no GPU here: a finished folder's ``inputs.device`` edited to ``cuda``, as a GPU run would have written
 it, with its fingerprint, and without), samrepro's code (a copy of the package on PYTHONPATH with a comment
 added to optim.py), an experiment's grid (a value removed, then one added) and drawing code for
-``samrepro-figs``, and a stage phase's step cap raised (a tiny stage on the generated CIFAR-10). It prints a
-table (change, expected, observed, verdict); a row whose result was SERVED where it should not be is a
-FAIL, and any FAIL gives exit code 1.
+``samrepro-figs`` (also code the drawing imports from outside samrepro/figures), and a stage phase's step
+cap raised (a tiny stage on the generated CIFAR-10, continued and compared with a fresh run of the larger
+cap), with a control row (no change: skipped). It prints a table (change, expected, observed, verdict); a row
+SERVED where it should not be is a FAIL, and any FAIL gives exit code 1, except a KNOWN one: a data folder's
+file changed with its size and mtime kept is SERVED, as the README documents (a data_root is hashed by file
+names, sizes and times, not content).
 
 Both print a verdict and, with ``--figure PATH``, draw it to PATH (.png) and its .pdf. Everything else lives
 in a temporary folder, removed at the end.
