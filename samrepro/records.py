@@ -113,12 +113,16 @@ def _take_lock(path: Path) -> Path:
     tmp = _temp_file(path)
     tmp.write_text(f"{HOST} {os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
     try:
-        for _ in range(2):
+        for _ in range(3):
             try:
                 os.link(tmp, path)
                 return path
             except FileExistsError:
-                host, pid, started = (path.read_text().split(maxsplit=2) + ["?", "?", "?"])[:3]
+                try:
+                    holder = path.read_text()
+                except FileNotFoundError:  # its holder released it since: try again
+                    continue
+                host, pid, started = (holder.split(maxsplit=2) + ["?", "?", "?"])[:3]
                 if host == HOST and pid.isdigit() and not _alive(int(pid)):
                     path.unlink(missing_ok=True)  # its process is gone: take it over
                     continue

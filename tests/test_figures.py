@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from samrepro import theory
-from samrepro.figures import columns, dai_fig1, dai_fig4, dai_thm1, dai_thm2, registry, stability
+from samrepro.figures import columns, dai_fig1, dai_fig4, dai_thm1, dai_thm2, dai_thm3, dai_thm4, registry, stability
 from samrepro.figures import make as make_module
 from samrepro.figures.make import main as make_figs
 
@@ -194,6 +194,17 @@ def test_drawing_code_hash_covers_the_figure_modules_the_drawing_uses(tmp_path, 
     monkeypatch.setattr(stability, "__file__", str(edited))
     assert make_module.code_hash(dai_thm1.draw) != thm1  # dai_thm1 draws with stability.draw_phase_diagram
     assert make_module.code_hash(dai_thm2.draw) == thm2
+
+
+def test_code_hashes_cover_the_samrepro_modules_a_figure_imports_as_modules(tmp_path, monkeypatch):
+    """scripts/drills.py stale shows it (row f'): dai_thm3 draws its 2/η line with ``theory.gd_limit_y2``
+    (``from samrepro import theory``: a module, not a function of samrepro.figures), so an edit of theory.py
+    left the figure as it was; dai_thm4's computed CSV (its ``compute`` uses theory) was kept the same way."""
+    draw, compute = make_module.code_hash(dai_thm3.draw), make_module.code_hash(dai_thm4.compute)
+    edited = tmp_path / "theory.py"
+    edited.write_text(Path(theory.__file__).read_text() + "# an edit\n")
+    monkeypatch.setattr(theory, "__file__", str(edited))
+    assert make_module.code_hash(dai_thm3.draw) != draw and make_module.code_hash(dai_thm4.compute) != compute
 
 
 def test_listing_the_figures_does_not_import_torchvision():

@@ -293,6 +293,25 @@ def test_one_process_at_a_time_writes_a_folder(tmp_path):
     assert summary["status"] == "completed" and not (stale / LOCK).exists()  # and released at the end
 
 
+def test_a_lock_released_while_it_is_read_is_taken_not_reported_missing(tmp_path, monkeypatch):
+    """Found while writing the race drill (scripts/drills.py; its lock churn meets it dozens of times in 3 s): a
+    lock whose holder releases it between this process's failed link and its read of the holder ended the run
+    with "…/.samrepro.lock: No such file or directory" (exit code 2), though the folder was free. The lock is
+    now tried again."""
+    cfg = compose("task=quadratic", "steps=4")
+    link, calls = os.link, []
+
+    def released_meanwhile(src, dst):  # the first link meets the lock, which is gone when it is read
+        calls.append(dst)
+        if len(calls) == 1:
+            raise FileExistsError(dst)
+        link(src, dst)
+
+    monkeypatch.setattr(records.os, "link", released_meanwhile)
+    (summary,) = runner.run([Run.of(cfg, tmp_path / "run")])
+    assert summary["status"] == "completed" and len(calls) == 2 and not (tmp_path / "run" / LOCK).exists()
+
+
 def test_a_kill_while_the_lock_is_made_leaves_no_lock_without_its_holder(tmp_path, monkeypatch):
     """The fault drill found it: killed between creating the lock and writing its holder, samrepro left an
     empty lock that no later run could judge. The lock now appears whole (a hard link of a written file)."""

@@ -31,7 +31,8 @@ def run_script(name: str, *args: str, cwd: Path, blocked: tuple[str, ...] = ()) 
 
 
 @pytest.mark.parametrize("name, option", [("bench_step.py", "--models"), ("bench_sweep.py", "--quick"),
-                                          ("bench_matrix_sensing.py", "--steps"), ("fault_drill.py", "--figure")])
+                                          ("bench_matrix_sensing.py", "--steps"), ("fault_drill.py", "--figure"),
+                                          ("drills.py", "{race,stale}")])
 def test_help_needs_neither_torch_nor_extras(name, option, tmp_path):
     result = run_script(name, "--help", cwd=tmp_path, blocked=HEAVY)
     assert result.returncode == 0, result.stderr
@@ -44,6 +45,8 @@ def test_help_needs_neither_torch_nor_extras(name, option, tmp_path):
     ("bench_step.py", ["--batch", "0"], "--batch 0: must be an integer > 0"),
     ("bench_matrix_sensing.py", ["--steps", "0"], "--steps 0: must be an integer > 0"),
     ("fault_drill.py", ["--kills", "0"], "--kills 0: must be an integer > 0"),
+    ("drills.py", ["race", "--trials", "0"], "--trials 0: must be an integer > 0"),
+    ("drills.py", ["stale", "--changes", "cz"], "--changes cz: must be letters of abcdefg"),
     ("bench_sweep.py", ["--fast"], "unrecognized arguments: --fast"),
 ])
 def test_bad_arguments_get_one_error_line(name, args, message, tmp_path):
@@ -109,3 +112,32 @@ def test_fault_drill_tiny_run_survives_its_kills_and_draws_only_when_asked(tmp_p
     assert survived and int(survived[1]) >= 1 and int(survived[3]) == 3 * 2 * 2 + 4  # the sweep, dai_thm3
     assert "MISMATCH" not in result.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drill.pdf", "drill.png"]  # nothing else written here
+
+
+@pytest.mark.slow
+def test_race_drill_tiny_run_checks_every_folder_and_draws_only_when_asked(tmp_path):
+    result = run_script("drills.py", "race", "--trials", "1", "--grid", "2", "--steps", "20", "--churn", "1",
+                        "--figure", "race.png", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    folders = 3 * 2 * 2 + 1 + 4  # the sweep, the single run, dai_thm3's sweep
+    assert re.search(rf"^trial 1: {folders} run folders checked, \d+ refusals, 0 mismatches", out, re.M)
+    assert re.search(r"^lock churn: 4 processes for 1 s took one folder's lock [\d,]+ times, were refused by its "
+                     r"live holder [\d,]+ times, met anything else 0 times$", out, re.M)
+    assert re.search(rf"^race: 1 trials × 3 commands × 4 racers; {folders} run folders checked, \d+ refusals "
+                     rf"\(exit code 2, one line\), every run computed once: yes \(summary.json writes {folders}, "
+                     rf"racers' reports {folders}\); mismatches: 0$", out, re.M)
+    assert "MISMATCH" not in out and out.rstrip().endswith("verdict: PASS")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["race.pdf", "race.png"]  # nothing else written here
+
+
+@pytest.mark.slow
+def test_stale_drill_tiny_run_prints_its_matrix_and_draws_only_when_asked(tmp_path):
+    result = run_script("drills.py", "stale", "--changes", "c", "--figure", "stale.png", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [re.split(r"  +", line) for line in result.stdout.splitlines() if line.startswith(("none", "(c"))]
+    assert [row[1:] for row in rows] == [["SKIPPED", "SKIPPED", "PASS"], ["RECOMPUTED", "RECOMPUTED", "PASS"],
+                                         ["REFUSED", "REFUSED", "PASS"]]
+    assert "stale: 3 changes; 3 PASS, 0 FAIL, 0 KNOWN (a documented limit); SERVED: 0" in result.stdout
+    assert result.stdout.rstrip().endswith("verdict: PASS")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stale.pdf", "stale.png"]

@@ -45,16 +45,19 @@ def file_sha256(path: Path) -> str | None:
 
 
 def code_hash(func: Callable) -> str:
-    """sha256 of the source of ``func``'s module and of every samrepro.figures module whose functions or
-    classes it uses, transitively (dai_thm1 draws with ``stability.draw_phase_diagram``)."""
+    """sha256 of the source of ``func``'s module and of every samrepro module whose functions or classes it
+    uses, or that it imports as a module, transitively (dai_thm1 draws with ``stability.draw_phase_diagram``,
+    dai_thm3 with ``theory.gd_limit_y2``, dai_thm4 computes with ``theory``)."""
     sources, todo = {}, [func.__module__]
     while todo:
         name = todo.pop()
-        if name in sources or not name.startswith(__package__):
+        if name in sources or name.partition(".")[0] != __package__.partition(".")[0]:
             continue
         module = sys.modules[name]
         sources[name] = Path(module.__file__).read_text()
         todo += [v.__module__ for v in vars(module).values() if inspect.isfunction(v) or inspect.isclass(v)]
+        todo += [v.__name__ for key, v in vars(module).items()  # not a package's own submodules: not used by it
+                 if inspect.ismodule(v) and v.__name__ != f"{name}.{key}"]
     return hashlib.sha256("".join(sources[name] for name in sorted(sources)).encode()).hexdigest()
 
 
