@@ -78,6 +78,9 @@ def one_line_errors():
         if user_full_error:
             raise
         fail(hydra_error_line(err))
+    except BrokenPipeError:  # the reader of the output has gone (samrepro --help | head): nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     except OSError as err:  # a full disk, a read-only folder, a name too long: the path and what the system said
         fail(f"{err.filename or ''}: {err.strerror or err}")
     finally:

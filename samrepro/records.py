@@ -26,7 +26,7 @@ import re
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import cache
 from pathlib import Path
 
@@ -95,14 +95,20 @@ def locked(run_dirs: Iterable[Path]) -> Iterator[None]:
     try:
         for run_dir in (Path(os.path.abspath(d)) for d in run_dirs):  # no '..': its parents are its folders
             made += [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # deepest first
-            run_dir.mkdir(parents=True, exist_ok=True)
-            held.append(_take_lock(run_dir / LOCK))
+            for attempt in range(3):
+                run_dir.mkdir(parents=True, exist_ok=True)
+                try:
+                    held.append(_take_lock(run_dir / LOCK))
+                    break
+                except FileNotFoundError:  # another process removed the empty folder it had made: again
+                    if attempt == 2:
+                        raise
         yield
     finally:
         for path in held:
             path.unlink(missing_ok=True)
         for folder in sorted(set(made), key=lambda p: len(p.parts), reverse=True):
-            if folder.is_dir() and not any(folder.iterdir()):
+            with suppress(OSError):  # not empty, or gone: another process is using it
                 folder.rmdir()
 
 

@@ -170,6 +170,8 @@ def produce(fig_id: str, results: Path, gpu: bool) -> tuple[str, list[Claim], bo
         except (ConfigError, SystemExit) as err:  # SystemExit: the sweep's one-line error, already printed
             if isinstance(err, ConfigError):
                 print(f"samrepro-figs: error: {fig_id}: {err}", file=sys.stderr)
+            if csv.exists():  # e.g. another process holds its runs: its claims as its CSV stands
+                return f"{fig_id}: failed; its claims judged from {csv} as it is", fig.claims(pd.read_csv(csv)), False
             return f"{fig_id}: failed", not_run(fig, "its sweep failed: see the error printed by samrepro-figs"), False
     elif csv.exists():  # the other kind's figure: drawn and judged from its committed CSV
         df, made = pd.read_csv(csv), {k: manifest[k] for k in ("inputs", "csv_sha256") if k in manifest}
