@@ -154,13 +154,14 @@ def _file_sha256(path: Path, size: int, mtime_ns: int) -> str:
 def run_inputs(config: Mapping) -> dict:
     """What a run's result depends on beyond its config, and a finished folder must match to be reused: the
     code that computes it, the effective device, the content of every file a task key names (e.g. a
-    ``task.init`` checkpoint) and the files of a task's ``data_root`` folder (names, sizes, times)."""
+    ``task.init`` checkpoint) and the files of a task's ``data_root`` folder (names and contents; a file's
+    digest is computed once per process, path, size and mtime)."""
     files = {}
     for key, value in config["task"].items():
         if key == "data_root":
             folder = tasks.data_folder(value)
-            listing = sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
-                             for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+            listing = sorted((str(p.relative_to(folder)), _file_sha256(p.resolve(), st.st_size, st.st_mtime_ns))
+                             for p in folder.rglob("*") if p.is_file() for st in [p.stat()]) if folder.is_dir() else []
             files[f"task.{key}"] = hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
         elif isinstance(value, str) and value and Path(value).is_file():
             stat = Path(value).stat()

@@ -38,9 +38,7 @@ added to optim.py), an experiment's grid (a value removed, then one added) and d
 ``samrepro-figs`` (also code the drawing imports from outside samrepro/figures), and a stage phase's step
 cap raised (a tiny stage on the generated CIFAR-10, continued and compared with a fresh run of the larger
 cap), with a control row (no change: skipped). It prints a table (change, expected, observed, verdict); a row
-SERVED where it should not be is a FAIL, and any FAIL gives exit code 1, except a KNOWN one: a data folder's
-file changed with its size and mtime kept is SERVED, as the README documents (a data_root is hashed by file
-names, sizes and times, not content).
+SERVED where it should not be is a FAIL, and any FAIL gives exit code 1.
 
 Both print a verdict and, with ``--figure PATH``, draw it to PATH (.png) and its .pdf. Everything else lives
 in a temporary folder, removed at the end.
@@ -504,11 +502,10 @@ class Stale:
             return "ERROR"
         return "RECOMPUTED" if [file_state(p) for p in watched] != before else "SERVED"
 
-    def add(self, change: str, expected: str, observed: str, note: str = "", ok: bool | None = None,
-            known: bool = False) -> None:
+    def add(self, change: str, expected: str, observed: str, note: str = "", ok: bool | None = None) -> None:
         if ok is None:
             ok = observed == expected
-        verdict = "PASS" if ok else "KNOWN" if known else "FAIL"
+        verdict = "PASS" if ok else "FAIL"
         self.rows.append({"change": change, "expected": expected, "observed": observed, "verdict": verdict,
                           "note": note})
 
@@ -619,9 +616,8 @@ class Stale:
         proc = self.run(cmd, work)
         observed = self.observe(proc, watched, before)
         self.add("(a') data: a data_root file changed, size and mtime kept", "RECOMPUTED", observed,
-                 f"data_batch_1's labels rotated, its mtime restored (size and mtime equal: {same}); README: a "
-                 "data_root is hashed by file names, sizes and times, not content: a documented limit",
-                 known=observed == "SERVED")
+                 f"data_batch_1's labels rotated, its mtime restored (size and mtime equal: {same}): a data_root "
+                 "is hashed by its files' contents")
 
     def init_chain(self) -> None:
         """(b) a task.init checkpoint re-made at the same path, and re-made keeping its size and mtime."""
@@ -788,8 +784,8 @@ def stale_drill(args: argparse.Namespace, base: Path) -> int:
         print("  CHAIN FAILED", f)
     fail = [r for r in rows if r["verdict"] == "FAIL"]
     served = [r for r in rows if r["observed"] == "SERVED" and r["expected"] != "SERVED"]
-    print(f"stale: {len(rows)} changes; {sum(r['verdict'] == 'PASS' for r in rows)} PASS, {len(fail)} FAIL, "
-          f"{sum(r['verdict'] == 'KNOWN' for r in rows)} KNOWN (a documented limit); SERVED: {len(served)}"
+    print(f"stale: {len(rows)} changes; {sum(r['verdict'] == 'PASS' for r in rows)} PASS, {len(fail)} FAIL; "
+          f"SERVED: {len(served)}"
           + "".join(f"\n  SERVED {r['change']} ({r['verdict']})" for r in served))
     if args.figure:
         draw_stale(rows, args.figure)
@@ -804,7 +800,7 @@ def draw_stale(rows: list[dict], path: Path) -> None:
 
     from samrepro.figures import save
 
-    colours = {"PASS": "#b7e1b0", "FAIL": "#f4a6a6", "KNOWN": "#f8dc8c"}
+    colours = {"PASS": "#b7e1b0", "FAIL": "#f4a6a6"}
     fig, ax = plt.subplots(figsize=(9, 0.25 * (len(rows) + 1) + 0.3))
     ax.axis("off")
     cells = [[r["change"][:95] + ("…" if len(r["change"]) > 95 else ""), r["expected"], r["observed"], r["verdict"]]
