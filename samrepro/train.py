@@ -31,6 +31,26 @@ def _finite_per_config(params: Sequence[torch.Tensor], config_dim: bool) -> torc
     return torch.stack([p.isfinite().all() for p in params]).all().reshape(1)
 
 
+def loss_check(loss_ceiling: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """bad(losses) → shape [C]: True where a loss is non-finite or above ``loss_ceiling``, on the device.
+
+    Computed as ``loss.clamp(lowest, ceiling) != loss`` (lowest: the dtype's lowest finite value): NaN
+    and ±inf never equal their clamp, a finite loss does exactly when it is in [lowest, ceiling]; the
+    bounds become the loss's dtype as ``loss > ceiling``'s scalar does. Two ops where
+    ``~isfinite(loss) | (loss > ceiling)`` takes seven; that form where the ceiling is below ``lowest``
+    (or NaN), or the loss is not a float."""
+    bounds: dict[torch.dtype, tuple[float, float] | None] = {}
+
+    def bad(loss: torch.Tensor) -> torch.Tensor:
+        if loss.dtype not in bounds:
+            info = torch.finfo(loss.dtype) if loss.is_floating_point() else None
+            bounds[loss.dtype] = (info.min, min(loss_ceiling, info.max)) if info and loss_ceiling >= info.min else None
+        b = bounds[loss.dtype]
+        out = torch.ne(loss.clamp(*b), loss) if b else ~torch.isfinite(loss) | (loss > loss_ceiling)
+        return out if out.dim() == 1 else out.reshape(-1)
+    return bad
+
+
 MULTISTEP = (0.5, 5 / 6)  # Liu et al. (2020)'s decays at epochs 150 and 250 of 300, as fractions of the horizon
 
 
@@ -104,11 +124,18 @@ def train(
     n = len(records)
     device = params[0].device
     running = list(range(n))
-    diverged_at = torch.full((n,), -1, dtype=torch.long, device=device)
     # Batched: a configuration that diverged or finished is frozen (the optimizer leaves its slice as it
     # is) and the metrics see its initial parameters instead, so nothing non-finite reaches them.
     frozen = torch.zeros(n, dtype=torch.bool, device=device) if task.config_dim else None
     optimizer.frozen = frozen
+    # Per configuration, the steps since its loss was first bad (0: never): a step ORs its bad losses into
+    # ``stopped`` and adds ``stopped`` to ``bad_steps`` (two ops, no host sync), so a configuration whose
+    # loss was first bad at step t has bad_steps = s − t at logged step s (its ``diverged_at``). Batched,
+    # ``stopped`` is ``frozen``: a configuration frozen at a logged step for another reason (non-finite
+    # parameters, ``until``) stops running there, before any of its counted steps is read.
+    stopped = frozen if frozen is not None else torch.zeros(n, dtype=torch.bool, device=device)
+    bad_steps = torch.zeros(n, dtype=torch.long, device=device)
+    bad_loss = loss_check(loss_ceiling)
     stand_ins = [p.detach().clone() for p in params] if task.config_dim else []
     summaries: list[dict | None] = [None] * n
     width = len(task.metric_names)
@@ -127,11 +154,11 @@ def train(
         finite = _finite_per_config(params, task.config_dim)
         if frozen is not None:
             frozen.logical_or_(~finite)
-        div, bad_params = diverged_at.tolist(), (~finite).tolist()
+        counted, bad_params = bad_steps.tolist(), (~finite).tolist()
         for c in list(running):
-            if div[c] >= 0 or bad_params[c]:
+            if counted[c] or bad_params[c]:
                 running.remove(c)
-                at = div[c] if div[c] >= 0 else step  # the step of the bad loss, else this step (bad parameters)
+                at = step - counted[c]  # the step of the bad loss, else this step (bad parameters)
                 finish(c, "diverged", at, diverged_at=at)
         if not running:
             return
@@ -163,10 +190,8 @@ def train(
                     torch.mul(optimizer.base_lr, lr_factor(step), out=optimizer.lr)
                 loss = optimizer.step(lambda p, perturbed: task.loss(p, batch, perturbed),
                                       lambda p, perturbed: task.loss_and_grad(p, batch, perturbed))
-                bad = (~torch.isfinite(loss) | (loss > loss_ceiling)).reshape(-1)
-                diverged_at = torch.where(bad & (diverged_at < 0), step, diverged_at)
-                if frozen is not None:
-                    frozen.logical_or_(bad)
+                stopped.logical_or_(bad_loss(loss))
+                bad_steps.add_(stopped)
                 step += 1
                 bar.update()
                 if step % log_every == 0 or step == steps:

@@ -2,12 +2,21 @@
 
 import copy
 import io
+import math
 
 import numpy as np
 import pytest
 import torch
 
-from samrepro.optim import SAM, SAMOptimizer, autograd_loss_and_grad, disable_running_stats, enable_running_stats
+from samrepro.optim import (
+    SAM,
+    SAMOptimizer,
+    ascent_scale,
+    autograd_loss_and_grad,
+    disable_running_stats,
+    enable_running_stats,
+    global_grad_norm,
+)
 from samrepro.tasks.quadratic import Quadratic
 from samrepro.tasks.single_neuron import LOSSES, SingleNeuron
 
@@ -193,6 +202,53 @@ def test_a_frozen_configuration_is_left_as_it_is_even_with_a_non_finite_gradient
     opt.step(lambda p, pert: task.loss(p, None, pert), nan_for_the_second)
     after = opt.params[0].detach()
     assert torch.equal(after[1], before[1]) and not torch.equal(after[0], before[0]) and after.isfinite().all()
+
+
+@pytest.mark.parametrize("rules", [["gd", "sam", "usam"] * 4, ["sam"] * 8, ["usam"] * 8, ["gd"] * 8])
+def test_one_cpu_tensor_takes_single_tensor_ops_with_the_foreach_paths_bits(rules):
+    """``SAM._single`` (one parameter tensor on the CPU: single-tensor ops, w − η·d written from the saved w in
+    one op) gives the bits of the foreach path: mixed rules, configurations that overflow to inf and NaN,
+    frozen slices (as the trainer freezes them) and η rewritten in place by a schedule."""
+    n = len(rules)
+    lrs, rhos = np.geomspace(0.002, 0.5, n).tolist(), np.geomspace(0.01, 3.0, n).tolist()
+    finals = []
+    for single in (True, False):
+        task = SingleNeuron("square", [5.0, 7.0], n, CPU)
+        opt = SAM(task.init_params([0] * n), rules, lrs, rhos, config_dim=True)
+        assert opt._single
+        opt._single = single
+        opt.frozen = torch.zeros(n, dtype=torch.bool)
+        losses = []
+        for t in range(60):
+            torch.mul(opt.base_lr, 0.99**t, out=opt.lr)
+            loss = opt.step(lambda p, pert: task.loss(p, None, pert), lambda p, pert: task.loss_and_grad(p, None, pert))
+            if t >= 20:  # the first 20 steps unfrozen: some slices go non-finite and stay in the batch
+                opt.frozen.logical_or_(~(loss <= 1e30))
+            if t == 30:  # and a finite one is frozen (as by ``until``)
+                opt.frozen[0] = True
+            losses.append(loss)
+        finals.append((torch.stack(losses).numpy().tobytes(), opt.params[0].detach().numpy().tobytes()))
+        w = opt.params[0].detach()
+        assert not torch.stack(losses).isfinite().all() and w[0].isfinite().all() and not opt.frozen.all()
+    assert finals[0] == finals[1]
+
+
+@pytest.mark.parametrize("rules", [["sam"] * 8, ["usam"] * 8, ["gd", "sam", "usam", "sam"] * 2])
+@pytest.mark.parametrize("shapes", [[(8, 2)], [(8, 1, 2)], [(8, 2), (8, 3)]])
+def test_the_perturbation_scale_is_ascent_scale_of_the_global_norm_bit_for_bit(rules, shapes):
+    """``SAM._ascent_scale`` (no graph, fewer ops) against ``ascent_scale(global_grad_norm(g), ρ, normalize, ε)``,
+    with gradients that are 0, tiny, huge, inf and NaN."""
+    column = torch.tensor([3.0, 0.0, math.nan, math.inf, 1e-200, -0.0, 1e200, -2.5], dtype=torch.float64)
+    grads = [column.reshape(8, *([1] * (len(s) - 1))) * torch.linspace(0.5, 2, math.prod(s[1:]), dtype=torch.float64
+                                                                        ).reshape(1, *s[1:]) for s in shapes]
+    opt = SAM([torch.zeros(s, dtype=torch.float64, requires_grad=True) for s in shapes], rules, 0.1,
+              np.geomspace(0.01, 2, 8).tolist(), config_dim=True)
+    want = opt.per_config_views(ascent_scale(global_grad_norm(grads, True), opt.rho, opt.normalize, opt.eps))
+    assert [g.numpy().tobytes() for g in opt._ascent_scale(grads)] == [w.numpy().tobytes() for w in want]
+    alone = SAM([torch.zeros(3, dtype=torch.float64, requires_grad=True)], rules[2], 0.1, 0.3)  # unbatched
+    g = [torch.tensor([3.0, 4.0, 1e-3], dtype=torch.float64)]
+    want = ascent_scale(global_grad_norm(g), alone.rho, alone.normalize, alone.eps)
+    assert torch.equal(alone._ascent_scale(g)[0], want)
 
 
 def test_the_readme_own_loop_example_keeps_gd_ascent_and_batchnorm_right():

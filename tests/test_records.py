@@ -4,6 +4,7 @@ open files stay bounded, and a diverging configuration never disturbs the others
 import csv
 import io
 import json
+import math
 import os
 import resource
 import shutil
@@ -13,10 +14,11 @@ from array import array
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 
-from samrepro import records, runner, tasks
+from samrepro import records, runner, tasks, train
 from samrepro.cli import multirun
 from samrepro.collect import collect, run_folders
 from samrepro.config import ConfigError
@@ -181,6 +183,24 @@ def test_a_diverging_configuration_leaves_its_batch_as_each_run_alone(task, tmp_
         assert len(got) == len(want)
         for g, w in zip(got[1:], want[1:]):
             assert [float(x) for x in g] == pytest.approx([float(x) for x in w], rel=1e-9, abs=1e-12, nan_ok=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_the_trainers_loss_check_is_non_finite_or_above_the_ceiling_exactly(dtype):
+    """``loss_check`` (clamp, then !=) against its definition, ~isfinite(loss) | (loss > ceiling), at the
+    bounds of each dtype, ceilings it cannot represent and ceilings below its lowest value (the fallback)."""
+    info = torch.finfo(dtype)
+    specials = [0.0, -0.0, math.inf, -math.inf, math.nan, info.max, info.min, info.tiny, -info.tiny, 1.0, -1.0]
+    for ceiling in [1e12, 1.0000001e12, 3.3e38, 3.5e38, 1e300, 65504.0, 65520.0, 0.1, 5e-324, info.max, info.min,
+                    -1.0, -1e39, -math.inf, math.inf, math.nan]:
+        at = torch.tensor([ceiling], dtype=torch.float64).to(dtype)
+        near = [torch.nextafter(at, torch.tensor([v], dtype=dtype)) for v in (math.inf, -math.inf)] \
+            if dtype in (torch.float32, torch.float64) else []
+        spread = torch.randn(50, generator=torch.Generator().manual_seed(0), dtype=torch.float64).mul(1e12)
+        loss = torch.cat([torch.tensor(specials, dtype=dtype), at, *near, spread.to(dtype)])
+        for losses in (loss, loss[5]):  # batched [C], and a scalar loss
+            want = (~torch.isfinite(losses) | (losses > ceiling)).reshape(-1)
+            assert torch.equal(train.loss_check(ceiling)(losses), want), (dtype, ceiling)
 
 
 def test_collect_reads_each_runs_own_config_and_skips_a_stage_folder(tmp_path):

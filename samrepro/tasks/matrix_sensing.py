@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from samrepro.config import require
+from samrepro.optim import no_grad
 from samrepro.sharpness import top_eigenvalue
 from samrepro.tasks import Task
 
@@ -72,7 +73,7 @@ class MatrixSensing(Task):
     def loss(self, params: Sequence[Tensor], batch: object = None, perturbed: bool = False) -> Tensor:
         return self.coefficient * self.residuals(params[0]).square().sum(1)
 
-    @torch.no_grad()
+    @no_grad
     def loss_and_grad(self, params: Sequence[Tensor], batch: object = None, perturbed: bool = False):
         """L = c·Σ r_i², ∇_U L = 2c·(G + Gᵀ)U with G = Σ_i r_i A_i (one matmul with the stacked A)."""
         (u,) = params

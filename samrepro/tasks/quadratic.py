@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from samrepro.config import require
+from samrepro.optim import no_grad
 from samrepro.tasks import Task, float_list, repeat_param
 
 
@@ -28,7 +29,7 @@ class Quadratic(Task):
         (w,) = params
         return 0.5 * (self.eigenvalues * w.square()).sum(-1)
 
-    @torch.no_grad()
+    @no_grad
     def loss_and_grad(self, params: Sequence[Tensor], batch: object = None, perturbed: bool = False):
         """∇L(w) = Λw."""
         (w,) = params

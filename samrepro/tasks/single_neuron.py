@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from samrepro.config import require
+from samrepro.optim import no_grad
 from samrepro.tasks import Task, float_list, repeat_param
 
 LOSSES = {  # name: (ℓ, ℓ')
@@ -43,12 +44,12 @@ class SingleNeuron(Task):
         (xy,) = params
         return self.ell(xy[:, 0] * xy[:, 1])
 
-    @torch.no_grad()
+    @no_grad
     def loss_and_grad(self, params: Sequence[Tensor], batch: object = None, perturbed: bool = False):
         """Dai et al. eq. (6): ∇L(x, y) = ℓ'(xy)·(y, x)."""
         (xy,) = params
-        s = xy[:, 0] * xy[:, 1]
-        return self.ell(s), [self.ell_prime(s)[:, None] * xy.flip(-1)]
+        s = xy.prod(1, keepdim=True)  # xy as a [C, 1] column (x·y exactly: 1·x·y)
+        return self.ell(s).view(-1), [self.ell_prime(s) * xy.flip(-1)]
 
     @torch.no_grad()
     def metrics(self, params: Sequence[Tensor], step: int = 0) -> dict[str, Tensor]:

@@ -47,6 +47,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from samrepro.config import require
+from samrepro.optim import no_grad
 from samrepro.tasks import Task
 
 
@@ -163,7 +164,7 @@ class SparseCoding(Task):
         r, n_active = data.relu_sums(b[:, 0])
         return (a[:, :, None] * r).sum(1), r, n_active
 
-    @torch.no_grad()
+    @no_grad
     def loss_and_grad(self, params: Sequence[Tensor], batch: object = None, perturbed: bool = False):
         """∇L = scale · Σ_k ℓ'(y_k f_k)·y_k·∇f_k with ℓ'(s) = −σ(−s), scale = loss_mult/n."""
         a = params[0]

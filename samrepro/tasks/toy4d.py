@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from samrepro.config import require
+from samrepro.optim import no_grad
 from samrepro.tasks import Task, float_list, repeat_param
 from samrepro.theory import TOY4D_FACTORS
 from samrepro.theory import toy4d_factors as factors
@@ -90,12 +91,12 @@ class Toy4D(Task):
         _, f, _, y2w = self._factors_and_y(params[0], batch)
         return (f * y2w).sum(1)
 
-    @torch.no_grad()
+    @no_grad
     def loss_and_grad(self, params: Sequence[Tensor], batch: Tensor | None = None, perturbed: bool = False):
         """∇L_batch = (a·∂F0/∂x·y0² + b·∂F1/∂x·y1², a·2F0·y0, b·2F1·y1) with (a, b) the batch weights."""
         u, f, yw, y2w = self._factors_and_y(params[0], batch)
-        parts = u * self._du * y2w.repeat_interleave(2, dim=1)  # (∂F0/∂x·a·y0², ∂F1/∂x·b·y1²)
-        grad = torch.cat((parts[:, :2] + parts[:, 2:], 2 * f * yw), dim=1)
+        parts = (u * self._du).view(-1, 2, 2) * y2w[:, :, None]  # rows (∂F0/∂x·a·y0², ∂F1/∂x·b·y1²)
+        grad = torch.cat((parts[:, 0] + parts[:, 1], 2 * f * yw), dim=1)
         return (f * y2w).sum(1), [grad]
 
     def batches(self, seeds: Sequence[int]) -> Iterator[Tensor | None]:
