@@ -175,3 +175,24 @@ def repeat_param(values: Sequence[float], n_configs: int, device: torch.device,
     """The same initial vector for every configuration: a [C, len(values)] leaf tensor."""
     t = torch.tensor(values, dtype=dtype, device=device)
     return t.expand(n_configs, len(values)).clone().requires_grad_()
+
+
+# Elementwise functions with the same bits at every position of a tensor. torch's own softplus and sigmoid
+# compute the entries after a tensor's last full SIMD vector by another formula, so with a configuration
+# dimension a configuration's bits would depend on how many configurations share its batch and on its place
+# in it; these are built from exp and log1p (the same at every position) and exactly rounded operations
+# (tests/test_batch_invariance.py checks it).
+
+def softplus(z: Tensor) -> Tensor:
+    """log(1 + e^z): z + log1p(e^{−z}) for z > 0, log1p(e^z) below, each branch fed only its own side of 0
+    (finite in both, so that autograd gets σ(z), ½ at 0, and never 0·∞)."""
+    positive = z > 0
+    return torch.where(positive, z + torch.log1p(torch.exp(-torch.where(positive, z, 0.0))),
+                       torch.log1p(torch.exp(torch.where(positive, 0.0, z))))
+
+
+def sigmoid(z: Tensor) -> Tensor:
+    """σ(z) = 1/(1 + e^{−z}) for z ≥ 0, e^z/(1 + e^z) below (never overflows)."""
+    positive = z >= 0
+    above, below = torch.exp(-torch.where(positive, z, 0.0)), torch.exp(torch.where(positive, 0.0, z))
+    return torch.where(positive, 1 / (1 + above), below / (1 + below))

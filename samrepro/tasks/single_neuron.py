@@ -13,16 +13,15 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
 from samrepro.config import require
 from samrepro.optim import no_grad
-from samrepro.tasks import Task, float_list, repeat_param
+from samrepro.tasks import Task, float_list, repeat_param, softplus
 
 LOSSES = {  # name: (ℓ, ℓ')
-    "logistic": (lambda s: 0.5 * (F.softplus(-2 * s) + F.softplus(2 * s)), torch.tanh),
+    "logistic": (lambda s: 0.5 * (softplus(-2 * s) + softplus(2 * s)), torch.tanh),
     "sqrt": (lambda s: torch.sqrt(1 + s.square()), lambda s: s / torch.sqrt(1 + s.square())),
     "square": (lambda s: 0.5 * s.square(), lambda s: s),
 }

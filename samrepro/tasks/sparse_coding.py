@@ -34,6 +34,11 @@ ReLU′(0) = 0 (strict inequalities), and the only non-zero second derivatives o
 lookup per bias plus a short window of sorted values (:class:`SortedSamples`), not from O(C·n·d) work.
 ``loss`` keeps the dense form (the definition, used by autograd and the tests); ``loss_and_grad`` and
 ``metrics`` use the table form.
+
+Batching: a configuration's bits do not depend on the batch it runs in. Every sum is over one
+configuration's own entries (the Hessian too: no matrix product, whose rounding would depend on the
+batch), and softplus and σ are ``samrepro.tasks.softplus`` / ``sigmoid`` (torch's own compute a tensor's
+last entries by another formula).
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from torch import Tensor
 
 from samrepro.config import require
 from samrepro.optim import no_grad
-from samrepro.tasks import Task
+from samrepro.tasks import Task, sigmoid, softplus
 
 
 def sample(
@@ -138,6 +143,8 @@ class SparseCoding(Task):
         self.init_std = math.sqrt(cfg.init_var if cfg.init_var is not None else 1.0 / (2 * cfg.d))
         self.dead_fraction = float(cfg.dead_fraction)
         self.device = device
+        self.pairs = torch.triu_indices(3, 3, device=device)  # the entries (p ≤ q) of the symmetric 3×3 Hessian
+        self.pair_of = torch.tensor([[0, 1, 2], [1, 3, 4], [2, 4, 5]], device=device)  # entry (p, q) → its pair
 
     def init_params(self, seeds: Sequence[int]) -> list[Tensor]:
         """[a₊, a₋] ~ N(0, init_var) with their signs, from each configuration's seed, and b = 0
@@ -154,7 +161,7 @@ class SparseCoding(Task):
         """loss_mult · mean over the training set of log(1 + e^{−y f(x)}), f by the dense definition."""
         a, b = params
         f = network(a[:, 0], a[:, 1], b[:, 0], self.x)
-        return self.scale * F.softplus(-self.y * f).sum(1)
+        return self.scale * softplus(-self.y * f).sum(1)
 
     @staticmethod
     def _outputs(params: Sequence[Tensor], data: SortedSamples) -> tuple[Tensor, Tensor, Tensor]:
@@ -162,7 +169,7 @@ class SparseCoding(Task):
         f = a₊R₊ + a₋R₋, ∇f = (R₊, R₋, a₊N₊ + a₋N₋)."""
         a, b = params
         r, n_active = data.relu_sums(b[:, 0])
-        return (a[:, :, None] * r).sum(1), r, n_active
+        return a[:, 0, None] * r[:, 0] + a[:, 1, None] * r[:, 1], r, n_active
 
     @no_grad
     def loss_and_grad(self, params: Sequence[Tensor], batch: object = None, perturbed: bool = False):
@@ -170,10 +177,11 @@ class SparseCoding(Task):
         a = params[0]
         f, r, n_active = self._outputs(params, self.train)
         margin = self.y * f
-        weights = (-self.scale * torch.sigmoid(-margin) * self.y)[:, None]  # [C, 1, n]
+        weights = (-self.scale * sigmoid(-margin) * self.y)[:, None]  # [C, 1, n]
         grad_a = (weights * r).sum(2)
-        grad_b = (a * (weights * n_active).sum(2)).sum(1, keepdim=True)
-        return self.scale * F.softplus(-margin).sum(1), [grad_a, grad_b]
+        n_weighted = (weights * n_active).sum(2)
+        grad_b = (a[:, 0] * n_weighted[:, 0] + a[:, 1] * n_weighted[:, 1])[:, None]
+        return self.scale * softplus(-margin).sum(1), [grad_a, grad_b]
 
     @torch.no_grad()
     def metrics(self, params: Sequence[Tensor], step: int = 0) -> dict[str, Tensor]:
@@ -184,16 +192,20 @@ class SparseCoding(Task):
         a, b = params
         f, r, n_active = self._outputs(params, self.train)
         margin = self.y * f
-        grad_f = torch.stack([r[:, 0], r[:, 1], (a[:, :, None] * n_active).sum(1)], -1)  # [C, n, 3]
-        curvature = torch.sigmoid(margin) * torch.sigmoid(-margin)
-        hessian = torch.einsum("cn,cnp,cnq->cpq", curvature, grad_f, grad_f)
-        slope = (-torch.sigmoid(-margin) * self.y)[:, None]  # ℓ'(m)·y, [C, 1, n]
+        grad_f = torch.stack([r[:, 0], r[:, 1], a[:, 0, None] * n_active[:, 0] + a[:, 1, None] * n_active[:, 1]],
+                             1)  # [C, 3, n]
+        curvature = sigmoid(margin) * sigmoid(-margin)
+        # Σ_k ℓ''·∇f_k∇f_kᵀ entry by entry, each a sum over the samples of one configuration (no matrix
+        # product: its rounding would depend on the batch)
+        p, q = self.pairs
+        hessian = (curvature[:, None] * grad_f[:, p] * grad_f[:, q]).sum(2)[:, self.pair_of]  # [C, 3, 3]
+        slope = (-sigmoid(-margin) * self.y)[:, None]  # ℓ'(m)·y, [C, 1, n]
         cross = (slope * n_active).sum(2)  # [C, 2]
         hessian[:, :2, 2] += cross
         hessian[:, 2, :2] += cross
         f_test, _, n_test = self._outputs(params, self.test)
         return {
-            "train_loss": self.scale * F.softplus(-margin).sum(1),
+            "train_loss": self.scale * softplus(-margin).sum(1),
             "test_acc": (self.y_test * f_test > 0).to(f.dtype).mean(1),
             "bias": b[:, 0].clone(),
             "a_plus": a[:, 0].clone(),
