@@ -202,7 +202,9 @@ class BatchedSweeper(Sweeper):
         except ConfigError as err:
             fail(str(err))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(record, f"{SWEEP_MARKER}\n{OmegaConf.to_yaml(self.config)}")
+        text = f"{SWEEP_MARKER}\n{OmegaConf.to_yaml(self.config)}"
+        if not record.exists() or record.read_text() != text:  # a finished sweep run again writes nothing
+            write_text_atomic(record, text)
         size = self.max_batch_size or len(jobs)
         returns = []
         for start in range(0, len(jobs), size):
