@@ -62,6 +62,8 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from samrepro.generated import write_cifar10  # numpy only: --help stays light
+
 BIN = Path(sys.executable).parent
 PACKAGE = Path(__file__).resolve().parent.parent / "samrepro"
 QUADRATIC = ["task=quadratic", "task.eigenvalues=[4.0,1.0,0.25]", "task.init=[1.0,1.0,1.0]", "progress=false"]
@@ -453,28 +455,6 @@ def draw_race(trials: list[dict], path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------- stale
 
-def write_cifar10(root: Path, n_train: int = 40, n_test: int = 20, seed: int = 0) -> Path:
-    """A generated CIFAR-10 copy in the standard layout (as tests/conftest.py writes it)."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    patterns = rng.integers(0, 256, (10, 3072))
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def batch(n: int, label: str) -> dict:
-        labels = rng.integers(0, 10, n)
-        data = np.clip(patterns[labels] * 0.5 + 64 + rng.normal(0, 60, (n, 3072)), 0, 255).astype(np.uint8)
-        return {"batch_label": label, "labels": labels.tolist(), "data": data,
-                "filenames": [f"img_{i}.png" for i in range(n)]}
-
-    for i in range(1, 6):
-        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch(n_train // 5, f"training batch {i} of 5"), 2))
-    (folder / "test_batch").write_bytes(pickle.dumps(batch(n_test, "testing batch 1 of 1"), 2))
-    meta = {"label_names": [f"c{i}" for i in range(10)], "num_cases_per_batch": n_train // 5, "num_vis": 3072}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta, 2))
-    return root
-
 
 def file_state(path: Path) -> tuple | None:
     return (path.stat().st_ino, path.stat().st_mtime_ns, path.read_bytes()) if path.exists() else None
@@ -590,7 +570,7 @@ class Stale:
     def data_chain(self) -> None:
         """(a) a data_root's files changed (a generated CIFAR-10 copy), and changed keeping names, sizes, times."""
         work = self.base / "data"
-        data = write_cifar10(work / "cifar")
+        data = write_cifar10(work / "cifar", 40, 20)
         cmd = ["samrepro", "task=cifar10", f"task.data_root={data}", *TINY_CIFAR, "steps=2", "hydra.run.dir=run"]
         first = self.run(cmd, work)
         assert first.returncode == 0, first.stderr
@@ -598,7 +578,7 @@ class Stale:
         watched = [run / "summary.json", run / "metrics.csv"]
         old = json.loads((run / "summary.json").read_text())["inputs"]["files"]
         before = [file_state(p) for p in watched]
-        write_cifar10(work / "cifar", seed=1)  # the data re-made: other content, sizes and times
+        write_cifar10(work / "cifar", 40, 20, seed=1)  # the data re-made: other content, sizes and times
         proc = self.run(cmd, work)
         observed = self.observe(proc, watched, before)
         new = json.loads((run / "summary.json").read_text())["inputs"]["files"]
@@ -626,7 +606,7 @@ class Stale:
         from samrepro.tasks.cifar10 import make_model
 
         work = self.base / "init"
-        data = write_cifar10(work / "cifar")
+        data = write_cifar10(work / "cifar", 40, 20)
         ckpt = work / "init.pt"
 
         def make(seed: int) -> None:
@@ -660,7 +640,7 @@ class Stale:
     def stage_chain(self) -> None:
         """(g) a stage phase's step cap raised: continued in its folder, equal to a fresh run with that cap."""
         work = self.base / "stage"
-        data = write_cifar10(work / "cifar")
+        data = write_cifar10(work / "cifar", 40, 20)
         conf = work / "conf" / "stage"
         conf.mkdir(parents=True)
         (conf / "drill_tiny.yaml").write_text(TINY_STAGE)

@@ -97,7 +97,9 @@ def test_bench_sweep_quick_times_the_three_paths(tmp_path):
     assert [re.sub(NUMBER, "T", line) for line in lines] == [
         "samrepro --help: T s; python -c 'import torch': T s (ratio T; goal < T)",
         "one run (task=quadratic, 1,000 steps, a row per step): T s",
-        "3 runs: T s (ratio to one run T; marginal cost of a run T ms)",
+        "  3 runs: T s (ratio to one run T; marginal cost of a run T ms)",
+        "one run (task=quadratic, 1,000 steps, two rows: log_every=1000): T s",
+        "  3 runs: T s (ratio to one run T; marginal cost of a run T ms)",
         "4-run sweep (20 steps), batched sweeper and launcher: T s",
         "4-run sweep (20 steps), Hydra's basic sweeper and launcher: T s (speed-up of batched Tx)",
         "4-run sweep (20 steps), batched sweeper, Hydra's basic launcher: T s (Tx)",
