@@ -191,6 +191,8 @@ class BatchedSweeper(Sweeper):
         started = time.perf_counter()
         try:
             jobs = self.jobs(arguments)
+            if len(jobs) > 1000:  # a huge sweep says what it does before the checks that precede any write
+                log.info(f"{len(jobs)} jobs: checking every config and folder before any run starts")
             require(self.max_batch_size is None or (is_int(self.max_batch_size) and self.max_batch_size > 0),
                     "hydra.sweeper.max_batch_size", self.max_batch_size, "must be null or an integer > 0")
             runs = build_runs(self.hydra_context, self.config, jobs, 0)  # every job's config, composed
