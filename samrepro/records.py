@@ -195,11 +195,13 @@ def read_summary(run_dir: Path) -> dict | None:
         return None
 
 
-def write_config(run_dir: Path, config: Mapping, inputs: Mapping) -> None:
+def write_config(run_dir: Path, config: Mapping, inputs: Mapping) -> str:
     """A run folder's config.yaml, its first file: samrepro's marker line (code version, fingerprint), then
-    the resolved config."""
-    marker = f"{MARKER}, code {inputs.get('code')}, fingerprint {fingerprint(config, inputs)}\n"
+    the resolved config; returns the fingerprint, which its summary repeats."""
+    digest = fingerprint(config, inputs)
+    marker = f"{MARKER}, code {inputs.get('code')}, fingerprint {digest}\n"
     write_text_atomic(Path(run_dir) / CONFIG, marker + yaml_text(dict(config)))
+    return digest
 
 
 def flatten(cfg: Mapping, prefix: str = "") -> dict:
@@ -345,8 +347,7 @@ class RunRecord:
         to it are kept (metrics.csv is cut back to them now), later ones dropped."""
         self.dir = Path(run_dir)  # made and locked by the runner (records.locked)
         (self.dir / SUMMARY).unlink(missing_ok=True)
-        write_config(self.dir, config, inputs)
-        self.identity = {**identity, "fingerprint": fingerprint(config, inputs), "inputs": dict(inputs)}
+        self.identity = {**identity, "fingerprint": write_config(self.dir, config, inputs), "inputs": dict(inputs)}
         self._sha = hashlib.sha256()  # of metrics.csv as written so far
         self.columns = ("step", *metric_names)
         self._steps: list[int] = []  # the rows not written yet: their steps, their blocks, where in it each starts

@@ -266,11 +266,10 @@ def _run_claimed(runs: Sequence[Run], states: Sequence[str], threads: int | None
 def copy_result(source: Run, target: Run, summary: dict) -> dict:
     """``target`` is ``source`` but for ρ (which GD ignores) or for SAM/USAM at ρ = 0 (which is GD): the
     same rows, its own config, its own summary saying ``same_as``."""
-    write_config(target.dir, target.config, source.inputs)  # its folder made and locked by run()
+    digest = write_config(target.dir, target.config, source.inputs)  # its folder made and locked by run()
     target.write_hydra_record()
     write_text_atomic(target.dir / METRICS, (source.dir / METRICS).read_text())
-    result = {**summary, **target.identity(), "fingerprint": fingerprint(target.config, source.inputs),
-              "same_as": str(source.dir)}
+    result = {**summary, **target.identity(), "fingerprint": digest, "same_as": str(source.dir)}
     write_json_atomic(target.dir / "summary.json", result)
     return result
 
@@ -355,7 +354,7 @@ def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
         log.info("skipped (finished with this config): %s", run_dir)
         return read_summary(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(run_dir, record, inputs)
+    digest = write_config(run_dir, record, inputs)
     Run(record, run_dir, hydra_record).write_hydra_record()
     init, phases = None, {}
     for name, overrides in cfg.stage.phases.items():
@@ -380,7 +379,7 @@ def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
              "metrics": final, "phases": {k: v["final"] for k, v in phases.items()}}
     write_atomic(save_to, lambda tmp: torch.save(model, tmp))
     summary = {"status": "completed", "steps_done": sum(p["steps_done"] for p in phases.values()), "final": final,
-               "checkpoint": str(save_to), "phases": phases, "fingerprint": fingerprint(record, inputs),
+               "checkpoint": str(save_to), "phases": phases, "fingerprint": digest,
                "inputs": inputs}
     write_json_atomic(run_dir / "summary.json", summary)
     return summary

@@ -199,13 +199,14 @@ class BatchedSweeper(Sweeper):
             runner.check(runs)  # every config and folder checked before the sweep makes any folder
             sweep_dir = Path(str(self.config.hydra.sweep.dir))
             record = sweep_dir / "multirun.yaml"
-            require(sweep_record(record), "hydra.sweep.dir", sweep_dir, f"its {record.name} is not a sweep's record "
-                    f"(no '{SWEEP_MARKER}' line); it is left as it was — choose another folder (name=…)")
+            old = record.read_text(errors="replace") if record.is_file() else None
+            require(old is None or sweep_record(old), "hydra.sweep.dir", sweep_dir, f"its {record.name} is not a "
+                    f"sweep's record (no '{SWEEP_MARKER}' line); it is left as it was — choose another folder (name=…)")
         except ConfigError as err:
             fail(str(err))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         text = f"{SWEEP_MARKER}\n{OmegaConf.to_yaml(self.config)}"
-        if not record.exists() or record.read_text() != text:  # a finished sweep run again writes nothing
+        if old != text:  # a finished sweep run again writes nothing
             write_text_atomic(record, text)
         size = self.max_batch_size or len(jobs)
         returns = []
@@ -219,15 +220,12 @@ class BatchedSweeper(Sweeper):
         return returns
 
 
-def sweep_record(path: Path) -> bool:
-    """Whether ``path`` is absent or a sweep's multirun.yaml: samrepro's (its marker line), or Hydra's own
-    record of a multirun (an older samrepro's, or Hydra's launcher's), which a sweep rewrites as Hydra does."""
+def sweep_record(text: str) -> bool:
+    """Whether ``text`` is a sweep's multirun.yaml: samrepro's (its marker line), or Hydra's own record of a
+    multirun (an older samrepro's, or Hydra's launcher's), which a sweep rewrites as Hydra does."""
     try:
-        text = path.read_text()
         return text.startswith(SWEEP_MARKER) or yaml.load(text, Loader=YamlLoader)["hydra"]["mode"] == "MULTIRUN"
-    except FileNotFoundError:
-        return True
-    except (OSError, ValueError, yaml.YAMLError, TypeError, KeyError):
+    except (ValueError, yaml.YAMLError, TypeError, KeyError):
         return False
 
 
