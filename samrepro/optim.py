@@ -13,7 +13,9 @@ that step with ρ = 0, which skips the second gradient. ‖g‖ is the global L2
 
 Two optimizers apply it: ``SAM`` (all four rules, batched over configurations; the trainer's) and
 ``SAMOptimizer`` (SAM/USAM around any ``torch.optim`` base optimizer, for one configuration, as in
-davda54/sam). Both build the perturbation from ``global_grad_norm`` and ``ascent_scale``.
+davda54/sam). Both build the perturbation e = s·g with s = ρ/(‖g‖+ε) or ρ: ``SAMOptimizer`` from
+``global_grad_norm`` and ``ascent_scale``, ``SAM.ascend`` in fewer ops without a graph (``_ascent_scale``,
+tested bit for bit against them), gd_ascent through the graph-safe ``global_grad_norm``.
 
 Configurations can be batched: with ``config_dim=True`` every parameter has a leading dimension of
 size C (one slice per configuration, C independent problems), ``loss_fn`` returns C losses, and
