@@ -100,7 +100,8 @@ def multirun(overrides: Sequence[str]) -> list[Path]:
         returns = GlobalHydra.instance().hydra.multirun(config_name="config", task_function=run.__wrapped__,
                                                         overrides=[*overrides, "hydra.mode=MULTIRUN"],
                                                         with_log_configuration=False)
-    folders = [Path(r.hydra_cfg.hydra.runtime.output_dir) for batch in returns for r in batch]
+    folders = [Path(r.hydra_cfg.hydra.runtime.output_dir if r.hydra_cfg else r.return_value["run_dir"])
+               for batch in returns for r in batch]  # the batched launcher's summary names its folder
     return [d.relative_to(Path.cwd()) if d.is_relative_to(Path.cwd()) else d for d in folders]
 
 

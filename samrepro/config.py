@@ -46,6 +46,15 @@ def run_dirname(override_dirname: str) -> str:
 OmegaConf.register_new_resolver("run_dirname", run_dirname, replace=True)
 
 
+def steps_to_time(time: float, lr: float) -> int:
+    """round(time/η): the steps after which a run of step size η reaches time ηt = ``time`` (``steps:
+    ${steps_to_time:10,${lr}}`` runs each η of a sweep to its own T = 10/η, as Ahn et al. 2023a Fig. 1)."""
+    return round(time / lr)
+
+
+OmegaConf.register_new_resolver("steps_to_time", steps_to_time, replace=True)
+
+
 def require(ok: bool, key: str, value: object, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value}: {allowed}")

@@ -171,6 +171,18 @@ class SAM:
         if self._momentum_buf:
             torch._foreach_copy_(self._momentum_buf, state["momentum_buf"])
 
+    @torch.no_grad()
+    def narrow(self, keep: Tensor) -> None:
+        """Batched: keeps the configurations at positions ``keep`` only (the trainer drops those that ended),
+        every per-configuration tensor cut alike; ``frozen`` is the caller's to set again."""
+        self.params = [p.index_select(0, keep).requires_grad_(p.requires_grad) for p in self.params]
+        self.lr, self.base_lr, self.rho, self.normalize = (
+            v.index_select(0, keep) for v in (self.lr, self.base_lr, self.rho, self.normalize))
+        self._w = [torch.empty_like(p) for p in self.params] if self._w else []
+        self._momentum_buf = [b.index_select(0, keep) for b in self._momentum_buf]
+        self._view_shapes = [(len(keep), *shape[1:]) for shape in self._view_shapes]
+        self._views, self.frozen = {}, None
+
     # ------------------------------------------------------------------ helpers
     def per_config_views(self, v: Tensor) -> list[Tensor]:
         """Per-parameter views of a per-configuration vector: [C] -> [C, 1, ..., 1] for each parameter."""

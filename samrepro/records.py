@@ -16,7 +16,6 @@ summary recorded (a truncated or edited file) is recomputed, never served.
 from __future__ import annotations
 
 import csv
-import glob
 import hashlib
 import io
 import json
@@ -60,27 +59,35 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+def write_atomic(path: Path, write: Callable[[Path], object], clean: bool = True) -> None:
     """The one way samrepro writes a file: ``write(tmp)`` writes a temp file beside ``path``, named for this
     host and process (``<name>.<host>.<pid>.tmp``: two writers never share one), then renamed onto
-    ``path``, so a kill leaves the old file or the new one. Temp files of ``path`` left by a killed process
-    of this host are removed first."""
-    tmp = _temp_file(Path(path))
+    ``path``, so a kill leaves the old file or the new one. With ``clean``, temp files of ``path`` left by a
+    killed process of this host are removed first (a run folder's are removed once, when it is locked)."""
+    path = Path(path)
+    if clean:
+        remove_stale_temps(path.parent, f"{path.name}.")
+    tmp = path.with_name(f"{path.name}.{HOST}.{os.getpid()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
 
 
-def _temp_file(path: Path) -> Path:
-    """This process's temp file for ``path`` (``<name>.<host>.<pid>.tmp``), once the temp files of ``path``
-    left by killed processes of this host are removed."""
-    for stale in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
-        host, _, pid = stale.name[len(path.name) + 1:-len(".tmp")].rpartition(".")
-        if host == HOST and pid.isdigit() and not _alive(int(pid)):
-            stale.unlink(missing_ok=True)
-    return path.with_name(f"{path.name}.{HOST}.{os.getpid()}.tmp")
+def remove_stale_temps(folder: Path, prefix: str = "") -> None:
+    """Removes the temp files (``<prefix>…<host>.<pid>.tmp``) in ``folder`` that killed processes of this host
+    left."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            rest, _, pid = name[:-len(".tmp")].rpartition(".")
+            if rest.endswith(f".{HOST}") and pid.isdigit() and not _alive(int(pid)):
+                Path(folder, name).unlink(missing_ok=True)
 
 
 @contextmanager
@@ -88,17 +95,25 @@ def locked(run_dirs: Iterable[Path]) -> Iterator[None]:
     """Holds the lock of each run folder (made if absent) while the block runs, so that one process at a
     time writes a folder: a file LOCK created exclusively (a hard link, which fails if it exists), naming
     this host, process and time. A lock left by a dead process of this host is taken over; a live one is a
-    ConfigError naming its holder, raised before any run starts. The locks are released, and the folders
-    this call made are removed again if they are left empty, however the block ends."""
+    ConfigError naming its holder, raised before any run starts. A locked folder's temp files left by killed
+    writers are removed (its writes skip that). The locks are released, and the folders this call made are
+    removed again if they are left empty, however the block ends."""
     made: list[Path] = []
     held: list[Path] = []
+    existed: set[Path] = set()  # folders seen to exist (a sweep's run folders share their parents)
     try:
         for run_dir in (Path(os.path.abspath(d)) for d in run_dirs):  # no '..': its parents are its folders
-            made += [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # deepest first
+            for folder in (run_dir, *run_dir.parents):  # deepest first, up to the first that exists
+                if folder in existed or folder.exists():
+                    existed.add(folder)
+                    break
+                made.append(folder)
             for attempt in range(3):
                 run_dir.mkdir(parents=True, exist_ok=True)
                 try:
                     held.append(_take_lock(run_dir / LOCK))
+                    for folder in (run_dir, run_dir / HYDRA_DIR):  # once here, not before each of its writes
+                        remove_stale_temps(folder)
                     break
                 except FileNotFoundError:  # another process removed the empty folder it had made: again
                     if attempt == 2:
@@ -116,8 +131,8 @@ def _take_lock(path: Path) -> Path:
     """Creates the lock ``path`` whole or not at all: its text is written to a temp file first, then hard-linked
     to ``path``, which fails if ``path`` exists (a kill between creating and writing the lock cannot leave it
     empty, without a holder to judge)."""
-    tmp = _temp_file(path)
-    tmp.write_text(f"{HOST} {os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+    tmp = path.with_name(f"{path.name}.{HOST}.{os.getpid()}.tmp")
+    write_text(tmp, f"{HOST} {os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
     try:
         for _ in range(3):
             try:
@@ -139,20 +154,23 @@ def _take_lock(path: Path) -> Path:
         tmp.unlink(missing_ok=True)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            f.write(text)
+def write_text(path: Path, text: str) -> None:
+    """``text`` as UTF-8, in three system calls (open, write, close)."""
+    view = memoryview(text.encode())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
-    write_atomic(path, write)
+
+def write_text_atomic(path: Path, text: str, clean: bool = True) -> None:
+    write_atomic(path, lambda tmp: write_text(tmp, text), clean)
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
-
-
-def dump_yaml(payload: object, path: Path) -> None:
-    write_text_atomic(Path(path), yaml_text(payload))
+def write_json_atomic(path: Path, payload: dict, clean: bool = True) -> None:
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False) + "\n", clean)
 
 
 SWEPT = ("lr", "rho", "seed")  # the top-level numbers in which the runs of one sweep's compose differ
@@ -200,7 +218,7 @@ def write_config(run_dir: Path, config: Mapping, inputs: Mapping) -> str:
     the resolved config; returns the fingerprint, which its summary repeats."""
     digest = fingerprint(config, inputs)
     marker = f"{MARKER}, code {inputs.get('code')}, fingerprint {digest}\n"
-    write_text_atomic(Path(run_dir) / CONFIG, marker + yaml_text(dict(config)))
+    write_text_atomic(Path(run_dir) / CONFIG, marker + yaml_text(dict(config)), clean=False)  # locked: cleaned
     return digest
 
 
@@ -350,9 +368,7 @@ class RunRecord:
         self.identity = {**identity, "fingerprint": write_config(self.dir, config, inputs), "inputs": dict(inputs)}
         self._sha = hashlib.sha256()  # of metrics.csv as written so far
         self.columns = ("step", *metric_names)
-        self._steps: list[int] = []  # the rows not written yet: their steps, their blocks, where in it each starts
-        self._blocks: list[Sequence[float]] = []
-        self._firsts: list[int] = []
+        self._rows: list[tuple[int, Sequence[float], int]] = []  # not written yet: (step, block, where it starts)
         self._written = False  # metrics.csv holds this run's rows so far (else it is absent or stale)
         self._last_written: dict[str, float] = {}
         self.steps_logged = 0
@@ -361,7 +377,7 @@ class RunRecord:
                 rows = list(csv.reader(f))[1:]
             kept = [r for r in rows if len(r) == len(self.columns) and int(r[0]) <= resume_step]
             text = self._csv_text([self.columns, *kept])
-            write_text_atomic(self.dir / METRICS, text)
+            write_text_atomic(self.dir / METRICS, text, clean=False)
             self._sha.update(text.encode())
             self._written = True
             if kept:
@@ -377,28 +393,29 @@ class RunRecord:
     @property
     def last(self) -> dict[str, float]:
         """The metrics of the last row logged (empty before the first)."""
-        if not self._steps:
+        if not self._rows:
             return self._last_written
-        block, first = self._blocks[-1], self._firsts[-1]
+        _, block, first = self._rows[-1]
         return dict(zip(self.columns[1:], block[first:first + len(self.columns) - 1]))
 
     def write_row(self, step: int, block: Sequence[float], first: int) -> None:
         """Logs the row of ``step``: this run's metrics (in ``columns`` order) are
         ``block[first:first + len(metric_names)]``, floats; ``block`` is kept as it is, not copied."""
-        self._steps.append(step)
-        self._blocks.append(block)
-        self._firsts.append(first)
+        self._rows.append((step, block, first))
         self.steps_logged = step
-        if len(self._steps) >= FLUSH_ROWS or len(self._steps) * len(block) >= FLUSH_VALUES:
+        if len(self._rows) >= FLUSH_ROWS or len(self._rows) * len(block) >= FLUSH_VALUES:
             self.flush()
 
     def flush(self) -> None:
         """Writes the rows logged so far to metrics.csv (atomically): the file's text plus the new rows."""
-        if self._written and not self._steps:
+        if self._written and not self._rows:
             return
         width = len(self.columns) - 1
-        new = "".join([f"{step},{','.join(map(repr, block[first:first + width]))}\n"
-                       for step, block, first in zip(self._steps, self._blocks, self._firsts)])
+        values: list[float] = []
+        for step, block, first in self._rows:
+            values.append(step)
+            values += block[first:first + width]
+        new = ("%d" + ",%r" * width + "\n") * len(self._rows) % tuple(values)  # repr of each float, in C
         path = self.dir / METRICS
         if self._written:
             with open(path, newline="") as f:
@@ -406,10 +423,10 @@ class RunRecord:
         else:
             old = self._csv_text([self.columns])
             self._sha.update(old.encode())
-        write_text_atomic(path, old + new)
+        write_text_atomic(path, old + new, clean=False)
         self._sha.update(new.encode())
         self._last_written, self._written = self.last, True
-        self._steps, self._blocks, self._firsts = [], [], []
+        self._rows = []
 
     def finish(self, status: str, steps_done: int, wall_seconds: float, **extra: object) -> dict:
         self.flush()
@@ -422,5 +439,5 @@ class RunRecord:
             "wall_seconds": round(wall_seconds, 3),
             **self.identity,
         }
-        write_json_atomic(self.dir / SUMMARY, summary)
+        write_json_atomic(self.dir / SUMMARY, summary, clean=False)
         return summary

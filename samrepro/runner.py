@@ -4,8 +4,9 @@
 ``run`` first claims every folder (``records.claim``: nothing is written until all are checked), skips
 the runs already finished with their very config, runs once each group of GD runs that differ only in ρ
 (GD ignores ρ, and SAM or USAM at ρ = 0 is GD; the others get the same rows and ``same_as``), and runs the rest
-batched: runs whose configs differ only in ``opt.name``, ``lr``, ``rho`` and ``seed`` share one task with
-a configuration dimension, so a 30 × 30 × 3 grid costs about one run's Python overhead.
+batched: runs whose configs differ only in ``opt.name``, ``lr``, ``rho``, ``seed``, ``steps`` and
+``lr_schedule`` share one task with a configuration dimension, so a 30 × 30 × 3 grid costs about one run's
+Python overhead.
 """
 
 from __future__ import annotations
@@ -34,14 +35,15 @@ from samrepro.records import (
     RunRecord,
     claim,
     config_diff,
-    dump_yaml,
     fingerprint,
     locked,
     read_summary,
+    remove_stale_temps,
     write_atomic,
     write_config,
     write_json_atomic,
     write_text_atomic,
+    yaml_text,
 )
 from samrepro.train import load_checkpoint, lr_schedule, train
 
@@ -80,17 +82,21 @@ class Run:
         return {"task": self.config["task"]["name"], **self.values}
 
     def write_hydra_record(self) -> None:
+        """Into its folder, locked (its stale temp files removed then)."""
         if self.hydra_record:
             (self.dir / HYDRA_DIR).mkdir(parents=True, exist_ok=True)
             for name, payload in self.hydra_record.items():  # a payload, or its YAML text
-                path = self.dir / HYDRA_DIR / name
-                write_text_atomic(path, payload) if isinstance(payload, str) else dump_yaml(payload, path)
+                text = payload if isinstance(payload, str) else yaml_text(payload)
+                write_text_atomic(self.dir / HYDRA_DIR / name, text, clean=False)
+
+
+BATCH_VALUES = ("lr", "rho", "seed", "steps", "lr_schedule")  # top-level keys in which a batch's runs may differ
 
 
 def batch_key(config: Mapping) -> str:
-    """Equal for configs that may share a batch: equal but for opt.name, lr, rho and seed (gd_ascent
-    needs its own batch: its step differs in kind)."""
-    rest = {k: v for k, v in config.items() if k not in ("lr", "rho", "seed", "opt")}
+    """Equal for configs that may share a batch: equal but for opt.name and BATCH_VALUES (each configuration
+    has its own η, ρ, seed, steps and LR schedule; gd_ascent needs its own batch: its step differs in kind)."""
+    rest = {k: v for k, v in config.items() if k not in ("opt", *BATCH_VALUES)}
     opt = {k: v for k, v in config["opt"].items() if k != "name"}
     return json.dumps([rest, opt, config["opt"]["name"] == "gd_ascent"], sort_keys=True, default=str)
 
@@ -193,7 +199,8 @@ def check(runs: Sequence[Run]) -> list[str]:
     a folder it may not use, or two runs of different configs in one folder; returns each run's claim
     (``new``, ``done`` or ``resume``, and ``same`` for a run whose folder an earlier run of the same config
     has: it is computed once)."""
-    for config in {batch_key(r.config): r.config for r in runs}.values():
+    for config in {json.dumps([batch_key(r.config), r.config["steps"], r.config["lr_schedule"]], default=str):
+                   r.config for r in runs}.values():  # lr, rho, seed and opt.name: below, run by run
         check_config(config)
     for r in runs:
         validate_run(**r.values)
@@ -268,21 +275,21 @@ def copy_result(source: Run, target: Run, summary: dict) -> dict:
     same rows, its own config, its own summary saying ``same_as``."""
     digest = write_config(target.dir, target.config, source.inputs)  # its folder made and locked by run()
     target.write_hydra_record()
-    write_text_atomic(target.dir / METRICS, (source.dir / METRICS).read_text())
+    write_text_atomic(target.dir / METRICS, (source.dir / METRICS).read_text(), clean=False)
     result = {**summary, **target.identity(), "fingerprint": digest, "same_as": str(source.dir)}
-    write_json_atomic(target.dir / "summary.json", result)
+    write_json_atomic(target.dir / "summary.json", result, clean=False)
     return result
 
 
 def execute(base: DictConfig, runs: Sequence[Run], states: Sequence[str], threads: int | None = None) -> list[dict]:
-    """Runs configurations of ``base`` that differ only in opt.name, lr, rho and seed as one batch: the
-    task is built once with one parameter slice per configuration, the optimizer gets per-slice η, ρ and
-    normalization, and each run gets its own folder. A task that cannot batch (``config_dim = False``)
-    is built once and runs the configurations one after another. ``threads``: torch's CPU threads during
-    the run (None: ``base.threads``; if that is unset too, one for a batch on the CPU — its tensors are small
-    and a second intra-op thread only adds overhead: a 2,700-configuration quadratic sweep took 43.5 s wall
-    with torch's 2 threads, 18.8 s with 1 — else unchanged). ``until``, ``checkpoint_every``, ``epoch_units`` and
-    ``progress``: see conf/config.yaml.
+    """Runs configurations of ``base`` that differ only in opt.name and BATCH_VALUES (:func:`batch_key`) as one
+    batch: the task is built once with one parameter slice per configuration, the optimizer gets per-slice η,
+    ρ and normalization, the trainer per-configuration steps and LR schedules, and each run gets its own
+    folder. A task that cannot batch (``config_dim = False``) is built once and runs the configurations one
+    after another. ``threads``: torch's CPU threads during the run (None: ``base.threads``; if that is unset
+    too, one for a batch on the CPU — its tensors are small and a second intra-op thread only adds overhead:
+    a 2,700-configuration quadratic sweep took 43.5 s wall with torch's 2 threads, 18.8 s with 1 — else
+    unchanged). ``until``, ``checkpoint_every``, ``epoch_units`` and ``progress``: see conf/config.yaml.
     """
     device = resolve_device(base.device)
     task = tasks.build(base.task, len(runs), device)
@@ -291,21 +298,18 @@ def execute(base: DictConfig, runs: Sequence[Run], states: Sequence[str], thread
     checkpoint_every = base.checkpoint_every * unit
     jobs = list(zip(runs, states, strict=True))
     groups = [jobs] if task.config_dim else [[job] for job in jobs]
-    lr_factor = lr_schedule(base.lr_schedule.name, base.lr_schedule.final_ratio,
-                            (base.lr_schedule.horizon or base.steps) * unit)
     default_threads = torch.get_num_threads()
     threads = threads or base.threads or (1 if task.config_dim and device.type == "cpu" else None)
     if threads:
         torch.set_num_threads(threads)
     try:
-        return [summary for group in groups for summary in _run_group(
-            base, task, group, unit, until, checkpoint_every, lr_factor)]
+        return [summary for group in groups for summary in _run_group(base, task, group, unit, until, checkpoint_every)]
     finally:
         torch.set_num_threads(default_threads)
 
 
 def _run_group(base: DictConfig, task: tasks.Task, group: Sequence[tuple[Run, str]], unit: int,
-               until: dict, checkpoint_every: int, lr_factor) -> list[dict]:
+               until: dict, checkpoint_every: int) -> list[dict]:
     """One batch of ``execute``: the optimizer, the run folders (resuming from a checkpoint), the trainer."""
     values = {key: [r.values[key] for r, _ in group] for key in ("opt", "lr", "rho", "seed")}
     try:
@@ -323,8 +327,14 @@ def _run_group(base: DictConfig, task: tasks.Task, group: Sequence[tuple[Run, st
                for r, _ in group]  # each writes its config.yaml, samrepro's marker, first
     for r, _ in group:
         r.write_hydra_record()
-    return train(task, optimizer, records, steps=base.steps * unit, log_every=base.log_every * unit,
-                 loss_ceiling=base.loss_ceiling, seeds=values["seed"], progress=base.progress, lr_factor=lr_factor,
+    steps = [r.config["steps"] * unit for r, _ in group]  # each configuration leaves the batch after its own
+    schedules, lr_factors = {}, []  # one factor function per distinct schedule, shared by its configurations
+    for r, _ in group:
+        s = r.config["lr_schedule"]
+        key = (s["name"], s["final_ratio"], (s["horizon"] or r.config["steps"]) * unit)  # on its own horizon
+        lr_factors.append(schedules.setdefault(key, lr_schedule(*key)))
+    return train(task, optimizer, records, steps=steps, log_every=base.log_every * unit,
+                 loss_ceiling=base.loss_ceiling, seeds=values["seed"], progress=base.progress, lr_factors=lr_factors,
                  until=until, checkpoint_every=checkpoint_every, start_step=start)
 
 
@@ -354,6 +364,8 @@ def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
         log.info("skipped (finished with this config): %s", run_dir)
         return read_summary(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (run_dir, run_dir / HYDRA_DIR):  # its writes below leave that to the folder's owner
+        remove_stale_temps(folder)
     digest = write_config(run_dir, record, inputs)
     Run(record, run_dir, hydra_record).write_hydra_record()
     init, phases = None, {}

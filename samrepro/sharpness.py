@@ -11,6 +11,7 @@ and return one value per configuration.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -39,7 +40,9 @@ def dense_hessian(loss_fn: LossFn, params: Sequence[Tensor]) -> Tensor:
 
     d = flat.shape[1]
     basis = torch.eye(d, dtype=flat.dtype, device=flat.device)[:, None, :].expand(d, n, d)
-    columns = torch.func.vmap(hvp)(basis)  # [D, C, D]: column j of every configuration's Hessian
+    with warnings.catch_warnings():  # torch's forward AD loads its JVP decompositions with torch.jit.script,
+        warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)  # and says so
+        columns = torch.func.vmap(hvp)(basis)  # [D, C, D]: column j of every configuration's Hessian
     return columns.permute(1, 2, 0)
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -91,25 +92,27 @@ def train(
     optimizer: SAM,
     records: Sequence[RunRecord],
     *,
-    steps: int,
+    steps: Sequence[int],
     log_every: int,
     loss_ceiling: float,
     seeds: Sequence[int],
     progress: bool = True,
-    lr_factor: Callable[[int], float] | None = None,
+    lr_factors: Sequence[Callable[[int], float] | None] | None = None,
     until: Mapping[str, float] | None = None,
     checkpoint_every: int = 0,
     start_step: int = 0,
 ) -> list[dict]:
-    """Runs ``steps`` updates; logs rows at step 0, every ``log_every`` steps and at the end.
+    """Runs configuration c for ``steps[c]`` updates; logs its rows at step 0, every ``log_every`` steps and
+    at its last step.
 
     A configuration diverges at step t when its loss at w_t is non-finite or above ``loss_ceiling``,
     or its parameters are non-finite at a logged step; it then stops logging (rows so far are kept)
     and its summary says ``diverged`` with ``diverged_at``. The check runs on the device every step
     and is read back only at logged steps, so a step has no host sync. Ctrl-C marks the running
-    configurations ``interrupted`` and re-raises. With ``lr_factor`` (see ``lr_schedule``), step t uses
-    η_t = lr_factor(t)·η: ``optimizer.lr`` is rewritten in place from ``optimizer.base_lr`` (one device
-    op with a Python float, no host sync).
+    configurations ``interrupted`` and re-raises. With ``lr_factors`` (per configuration, see ``lr_schedule``;
+    None: constant η), configuration c's step t uses η_t = lr_factors[c](t)·η: ``optimizer.lr`` is rewritten
+    in place from ``optimizer.base_lr`` (one device op with a Python float, or with one factor per
+    configuration where their schedules differ; no host sync).
 
     ``until`` (metric → threshold): a configuration also ends, ``completed`` with ``until_reached``,
     at the first logged row in which every named metric is ≥ its threshold.
@@ -117,32 +120,56 @@ def train(
     ``<run dir>/checkpoint.pt`` every that many steps and when the run completes. ``start_step`` > 0
     continues a run from such a checkpoint (restored by :func:`load_checkpoint`): the batches of the
     steps done are drawn and skipped, so a deterministic batch stream continues where it stopped.
+
+    A configuration that ended (diverged, finished its steps or reached ``until``) leaves the batch at the
+    logged step that reads it: a ``narrowable`` task's batch goes on without it (the optimizer and the
+    trainer's per-configuration tensors keep the other slices; a configuration's bits do not depend on its
+    batch), any other task's keeps it frozen.
     """
     if checkpoint_every and len(records) != 1:
         raise ValueError("checkpoints need a run with one configuration")
-    params = optimizer.params
     n = len(records)
-    device = params[0].device
-    running = list(range(n))
+    device = optimizer.params[0].device
+    narrowable = task.config_dim and getattr(task, "narrowable", False)
+    members = list(range(n))  # the configurations in the batch: position i computes configuration members[i]
+    position = {c: c for c in members}
+    running = dict.fromkeys(members)  # the configurations not ended, in order
+    ends, last = list(steps), max(steps)
+    schedules = list(lr_factors or [None] * n)
+    end_steps = set(ends)
     # Batched: a configuration that diverged or finished is frozen (the optimizer leaves its slice as it
     # is) and the metrics see its initial parameters instead, so nothing non-finite reaches them.
     frozen = torch.zeros(n, dtype=torch.bool, device=device) if task.config_dim else None
     optimizer.frozen = frozen
-    # Per configuration, the steps since its loss was first bad (0: never): a step ORs its bad losses into
+    # Per position, the steps since its loss was first bad (0: never): a step ORs its bad losses into
     # ``stopped`` and adds ``stopped`` to ``bad_steps`` (two ops, no host sync), so a configuration whose
     # loss was first bad at step t has bad_steps = s − t at logged step s (its ``diverged_at``). Batched,
     # ``stopped`` is ``frozen``: a configuration frozen at a logged step for another reason (non-finite
-    # parameters, ``until``) stops running there, before any of its counted steps is read.
+    # parameters, ``until``, its last step) stops running there, before any of its counted steps is read.
     stopped = frozen if frozen is not None else torch.zeros(n, dtype=torch.bool, device=device)
     bad_steps = torch.zeros(n, dtype=torch.long, device=device)
     bad_loss = loss_check(loss_ceiling)
-    stand_ins = [p.detach().clone() for p in params] if task.config_dim else []
+    stand_ins = [p.detach().clone() for p in optimizer.params] if task.config_dim else []
     summaries: list[dict | None] = [None] * n
     width = len(task.metric_names)
     until_columns = [(task.metric_names.index(k), v) for k, v in (until or {}).items()]
     start = time.perf_counter()
 
+    def batch_schedule() -> Callable[[int], float | Tensor] | None:
+        """The factor η_t/η of the batch's step t: None (every η constant), a float (one schedule shared by
+        every configuration of the batch), else a tensor of each configuration's factor."""
+        factors = [schedules[c] for c in members]
+        if all(f is factors[0] for f in factors):
+            return factors[0]
+        return lambda t: torch.tensor([f(t) if f else 1.0 for f in factors], dtype=optimizer.base_lr.dtype,
+                                      device=device)
+
+    lr_factor = batch_schedule()
+
     def finish(c: int, status: str, steps_done: int, **extra: object) -> None:
+        del running[c]
+        if frozen is not None:
+            frozen[position[c]] = True
         summaries[c] = records[c].finish(status, steps_done, time.perf_counter() - start, **extra,
                                          **task.flags(records[c].last))
 
@@ -151,40 +178,56 @@ def train(
         save_checkpoint(records[c].dir, step, task, optimizer)
 
     def log(step: int) -> None:
+        params = optimizer.params
         finite = _finite_per_config(params, task.config_dim)
         if frozen is not None:
             frozen.logical_or_(~finite)
         counted, bad_params = bad_steps.tolist(), (~finite).tolist()
-        for c in list(running):
-            if counted[c] or bad_params[c]:
-                running.remove(c)
-                at = step - counted[c]  # the step of the bad loss, else this step (bad parameters)
+        for i, c in enumerate(members):
+            if c in running and (counted[i] or bad_params[i]):
+                at = step - counted[i]  # the step of the bad loss, else this step (bad parameters)
                 finish(c, "diverged", at, diverged_at=at)
-        if not running:
+        regular = step % log_every == 0
+        due = [(position[c], c) for c in running if regular or ends[c] == step]
+        if not due:
             return
         safe = params if frozen is None else [
             torch.where(m, s, p) for m, s, p in zip(optimizer.per_config_views(frozen), stand_ins, params)]
         metrics = task.metrics(safe, step)
         block = torch.stack([metrics[k].to(device, torch.float64) for k in task.metric_names], 1)  # [C, M]
-        values = array("d", block.detach().cpu().numpy().tobytes())  # one read-back; row c: values[c·M:(c+1)·M]
-        for c in list(running):
-            records[c].write_row(step, values, c * width)
-            if until and all(values[c * width + j] >= v for j, v in until_columns):
-                running.remove(c)
-                if frozen is not None:
-                    frozen[c] = True
+        values = array("d", block.detach().cpu().numpy().tobytes())  # one read-back; row i: values[i·M:(i+1)·M]
+        for i, c in due:
+            records[c].write_row(step, values, i * width)
+            reached = bool(until_columns) and all(values[i * width + j] >= v for j, v in until_columns)
+            if reached or ends[c] == step:
                 if checkpoint_every:
                     checkpoint(c, step)
-                finish(c, "completed", step, until_reached=True)
+                finish(c, "completed", step, **({"until_reached": reached} if until else {}))
+
+    def narrow() -> None:
+        """Drops the ended configurations from the batch (a narrowable task's)."""
+        nonlocal members, frozen, stopped, bad_steps, stand_ins, lr_factor
+        positions = [i for i, c in enumerate(members) if c in running]
+        keep = torch.tensor(positions, device=device)
+        optimizer.narrow(keep)
+        members = [members[i] for i in positions]
+        position.clear()
+        position.update((c, i) for i, c in enumerate(members))
+        frozen = stopped = optimizer.frozen = frozen.index_select(0, keep)
+        bad_steps = bad_steps.index_select(0, keep)
+        stand_ins = [s.index_select(0, keep) for s in stand_ins]
+        lr_factor = batch_schedule()
 
     batches = itertools.islice(task.batches(seeds), start_step, None)
     step = start_step
-    with logging_redirect_tqdm(), tqdm(total=steps, initial=start_step, disable=not progress, mininterval=0.5,
+    with logging_redirect_tqdm(), tqdm(total=last, initial=start_step, disable=not progress, mininterval=0.5,
                                        dynamic_ncols=True, leave=False) as bar:
         try:
             if step == 0:
                 log(0)
-            while step < steps and running:
+            for c in [c for c in running if ends[c] <= step]:  # resumed at its last step: nothing left to run
+                finish(c, "completed", step, **({"until_reached": False} if until else {}))
+            while running:
                 batch = next(batches)
                 if lr_factor is not None:
                     torch.mul(optimizer.base_lr, lr_factor(step), out=optimizer.lr)
@@ -194,14 +237,14 @@ def train(
                 bad_steps.add_(stopped)
                 step += 1
                 bar.update()
-                if step % log_every == 0 or step == steps:
+                if step % log_every == 0 or step in end_steps:
                     log(step)
-                if checkpoint_every and running and (step % checkpoint_every == 0 or step == steps):
+                    if narrowable and running and len(running) < len(members):
+                        narrow()
+                if checkpoint_every and running and step % checkpoint_every == 0:
                     checkpoint(0, step)
         except KeyboardInterrupt:
-            for c in running:
+            for c in list(running):
                 finish(c, "interrupted", records[c].steps_logged)
             raise
-    for c in running:
-        finish(c, "completed", step, **({"until_reached": False} if until else {}))
     return summaries

@@ -12,9 +12,11 @@
    sweeper and launcher against Hydra's basic sweeper and launcher (``hydra/sweeper=basic
    hydra/launcher=basic``: every job composed up front, then run one after another — how every
    ``samrepro -m`` ran before the batched path; the goal is ≥ 10×), and against Hydra's basic launcher
-   behind the batched sweeper.
+   behind the batched sweeper;
+3. ``samrepro-figs`` (``make figs``) in an empty folder, every run and every computed figure made anew (as
+   after a change of the code that computes runs): its wall and CPU time, and each figure's seconds.
 
-Each time is printed as it is measured (the whole script: a few minutes on 2 CPU cores).
+Each time is printed as it is measured (the whole script: about ten minutes on 2 CPU cores).
 
     python scripts/bench_sweep.py
     python scripts/bench_sweep.py --quick    # a smoke run: small grids, no part 1
@@ -23,6 +25,8 @@ Each time is printed as it is measured (the whole script: a few minutes on 2 CPU
 from __future__ import annotations
 
 import argparse
+import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -98,6 +102,22 @@ def batched_against_basic(sweep: dict[str, str]) -> None:
           flush=True)
 
 
+def make_figs() -> None:
+    """Part 3: samrepro-figs from scratch in an empty folder (its workers' CPU time included)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+        done = subprocess.run([str(BIN / "samrepro-figs")], cwd=tmp, capture_output=True, text=True)
+        wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode:
+        sys.exit(f"bench_sweep.py: samrepro-figs failed:\n{done.stderr[-3000:]}")
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    print(f"samrepro-figs, every run and figure made anew: {wall:.0f} s wall, {cpu:.0f} s CPU "
+          f"(goal ≤ 160 s wall)", flush=True)
+    times = sorted(((float(m[2]), m[1]) for m in re.finditer(r"^(\S+): \d+ rows in ([\d.]+) s", done.stdout, re.M)),
+                   reverse=True)
+    print("  per figure: " + ", ".join(f"{name} {seconds:.1f} s" for seconds, name in times), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,6 +129,8 @@ def main() -> None:
     if not args.quick:
         grid_against_figs()
     batched_against_basic(QUICK_SWEEP if args.quick else SWEEP)
+    if not args.quick:
+        make_figs()
 
 
 if __name__ == "__main__":

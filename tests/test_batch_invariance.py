@@ -5,6 +5,9 @@ alone (C = 1): every run's metrics.csv must be byte-identical in all three, and 
 (status, steps, final metrics). And each task's loss, gradient and metrics of a configuration in a batch of
 37 are bit for bit those it has alone.
 
+The batch holds configurations of different steps and LR schedules, and a narrowable task's batch shrinks as they end (diverged
+or done); toy4d's at batch size 1 keeps them, frozen.
+
 This is what makes a resumed sweep (its finished configurations skipped), one job of a sweep run alone, or a
 sweep split into chunks give the bits of the whole sweep."""
 
@@ -19,6 +22,7 @@ from hydra import compose, initialize_config_module
 
 from samrepro import runner
 from samrepro.cli import CONF_MODULE
+from samrepro.optim import SAM
 from samrepro.runner import Run
 from samrepro.tasks import build, matrix_sensing
 
@@ -53,7 +57,12 @@ def config(task: str):
 
 
 def runs(task: str, root, indices) -> list[Run]:
-    return [Run.of(config(task), root / str(i), **dict(zip(("opt", "lr", "rho", "seed"), grid(task)[i])))
+    """The runs of ``grid(task)[i]``, each with its own number of steps (some end off the log_every grid) and
+    every third with a geometric LR schedule: one batch holds them all, each configuration leaving it after its
+    own last step."""
+    geometric = {"name": "geometric", "final_ratio": 0.1, "horizon": None}  # decays over the run's own steps
+    return [Run.of(config(task), root / str(i), **dict(zip(("opt", "lr", "rho", "seed"), grid(task)[i])),
+                   steps=config(task).steps - 3 * (i % 4), **({"lr_schedule": geometric} if i % 3 == 0 else {}))
             for i in indices]
 
 
@@ -64,12 +73,17 @@ def result(run_dir) -> tuple:
 
 
 @pytest.mark.parametrize("task", list(CASES))
-def test_a_configuration_gets_the_same_bytes_in_any_batch(task, tmp_path):
+def test_a_configuration_gets_the_same_bytes_in_any_batch(task, tmp_path, monkeypatch):
     n = len(grid(task))
     everything = runs(task, tmp_path / "batch", range(n))
+    sizes = []  # the batch sizes a narrowable task's batch is cut to
+    narrow = SAM.narrow
+    monkeypatch.setattr(SAM, "narrow", lambda self, keep: sizes.append(len(keep)) or narrow(self, keep))
     summaries = runner.run(everything)
     statuses = [s["status"] for s in summaries]
     assert "diverged" in statuses and "completed" in statuses, statuses  # some leave the batch early
+    assert len({s["steps_done"] for s in summaries if s["status"] == "completed"}) > 1  # at their own last steps
+    assert (len(sizes) >= 2 and sizes == sorted(sizes, reverse=True)) == (task != "toy4d"), sizes  # toy4d: frozen
     subset = [i for i in range(n - 1, -1, -1) if i % 4 != 1]  # another batch size, each at another position
     runner.run(runs(task, tmp_path / "subset", subset))
     for i in range(n):

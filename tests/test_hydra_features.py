@@ -208,3 +208,26 @@ def test_a_sweep_ends_with_its_summary(tmp_path):
     again = samrepro(tmp_path, "-m", "task=quadratic", "opt=gd,usam", "lr=0.1,0.9", "rho=0.5", "steps=100",
                      "progress=false")
     assert "4 runs: 4 skipped in" in again.stdout + again.stderr
+
+
+@pytest.mark.parametrize("item", ["lr=0.001", "lr=1", "seed=-3", "rho=+0.5", "lr=1e-3", "lr=1E+3", "lr=.5", "lr=5.",
+                                  "rho=-.5e3", "lr=1.e5", "lr=00.5", "lr=01", "lr=1_000", "lr=inf", "seed=abc",
+                                  "lr=0.1,0.2", "opt=sam", "+lr=0.1", "lr='0.1'"])
+def test_the_sweepers_quick_reading_of_a_number_is_hydras(item):
+    """``lr``, ``rho`` and ``seed`` set to a plain number are read without Hydra's parser: the same Override
+    (value and its type) as the parser's, and anything else goes to the parser."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from samrepro.hydra_plugin import _parse
+
+    theirs, ours = OverridesParser.create().parse_override(item), _parse(item)
+    assert ours == theirs and type(ours.value()) is type(theirs.value()), (ours, theirs)
+
+
+@pytest.mark.parametrize("lines", [[], ["lr=0.1", "opt=sam"], ["x: y", "'q'", "task.init=[1,2]", "é=1",
+                                                              "a long override with spaces " * 5]])
+def test_overrides_yaml_is_the_yaml_of_the_list(lines):
+    from samrepro.hydra_plugin import overrides_yaml
+
+    assert overrides_yaml(lines) == yaml.dump(lines, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
+                                              allow_unicode=True)

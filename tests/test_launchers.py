@@ -140,12 +140,12 @@ def test_a_timed_out_submitit_chunk_is_requeued_and_its_run_recomputed(tmp_path,
 
 
 def grid(steps=((10, ("gd", "sam", "usam")), (20, ("sam",))), rhos=(0.0, 0.1, 0.2)):
-    """Runs of one batch group per steps value (its opts × 2 lr × rhos, in job order with steps innermost) and
-    one gd_ascent run (a batch of its own)."""
+    """Runs of one batch group per log_every value (its opts × 2 lr × rhos, in job order with log_every
+    innermost) and one gd_ascent run (a batch of its own)."""
     base = {"task": {"name": "quadratic"}, "seed": 0}
-    configs = [{**base, "opt": {"name": opt, "momentum": 0.0}, "steps": n, "lr": lr, "rho": rho}
+    configs = [{**base, "opt": {"name": opt, "momentum": 0.0}, "log_every": n, "lr": lr, "rho": rho}
                for lr, rho in itertools.product([0.1, 0.2], rhos) for n, opts in steps for opt in opts]
-    configs.append({**base, "opt": {"name": "gd_ascent", "momentum": 0.0}, "steps": 10, "lr": 0.1, "rho": 0.1})
+    configs.append({**base, "opt": {"name": "gd_ascent", "momentum": 0.0}, "log_every": 10, "lr": 0.1, "rho": 0.1})
     return [runner.Run(c, f"runs/{i}") for i, c in enumerate(configs)]
 
 
@@ -165,7 +165,7 @@ def groups_by(key, runs, where):
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 100])
 def test_chunks_cover_every_run_once_keep_gd_and_batch_groups_together_and_balance(n):
-    runs = grid()  # 10 computed configurations with steps=10, 6 with steps=20, 1 gd_ascent
+    runs = grid()  # 10 computed configurations with log_every=10, 6 with log_every=20, 1 gd_ascent
     chunks = chunk(runs, n)
     assert chunks == chunk(runs, n)  # deterministic
     assert len(chunks) == min(n, 17)
@@ -182,5 +182,5 @@ def test_chunks_cover_every_run_once_keep_gd_and_batch_groups_together_and_balan
 def test_chunks_follow_batch_groups_where_the_sizes_allow():
     runs = grid(steps=((10, ("sam",)), (20, ("sam",)), (30, ("usam",))), rhos=(0.1, 0.2))[:-1]  # 3 × 4 runs
     chunks = chunk(runs, 3)
-    assert [sorted({runs[i].config["steps"] for i in c}) for c in chunks] == [[10], [20], [30]]
+    assert [sorted({runs[i].config["log_every"] for i in c}) for c in chunks] == [[10], [20], [30]]
     assert chunks[0] == [0, 3, 6, 9]

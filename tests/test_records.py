@@ -22,7 +22,7 @@ from samrepro import records, runner, tasks, train
 from samrepro.cli import multirun
 from samrepro.collect import collect, run_folders
 from samrepro.config import ConfigError
-from samrepro.records import HOST, LOCK, RunRecord, claim, fingerprint, write_atomic
+from samrepro.records import HOST, HYDRA_DIR, LOCK, RunRecord, claim, fingerprint, write_atomic, write_text_atomic
 from samrepro.runner import Run
 
 
@@ -122,7 +122,7 @@ def test_claim_says_what_a_folder_may_be_used_for(tmp_path):
                                              ("lr_schedule.name=multistep", None)])  # decays at 1/2, 5/6 of steps
 def test_a_capped_run_continues_with_raised_steps_only_when_its_schedule_does_not_move(tmp_path, schedule, state):
     capped = Run.of(compose("task=quadratic", "steps=4", "lr_schedule.name=multistep", schedule), tmp_path).config
-    records.dump_yaml(capped, tmp_path / "config.yaml")
+    records.write_text_atomic(tmp_path / "config.yaml", records.yaml_text(capped))
     (tmp_path / "checkpoint.pt").write_bytes(b"")
     records.write_json_atomic(tmp_path / "summary.json", {"status": "completed", "until_reached": False,
                                                           "fingerprint": fingerprint(capped)})
@@ -229,7 +229,7 @@ def test_an_older_samrepros_folder_without_a_key_added_since_is_recomputed_not_r
     def as_if_written_without_horizon(code: str) -> None:
         old = records.load_yaml(tmp_path / "config.yaml")
         del old["lr_schedule"]["horizon"]
-        records.dump_yaml(old, tmp_path / "config.yaml")
+        records.write_text_atomic(tmp_path / "config.yaml", records.yaml_text(old))
         inputs = {**first["inputs"], "code": code}
         summary = json.loads((tmp_path / "summary.json").read_text())
         (tmp_path / "summary.json").write_text(json.dumps({**summary, "inputs": inputs,
@@ -291,6 +291,23 @@ def test_atomic_writes_use_a_temp_file_of_their_own_and_clean_up_after_killed_wr
         write_atomic(target, lambda tmp: (tmp.write_text("new"), (_ for _ in ()).throw(RuntimeError())))
     assert target.read_text() == "step\n" and sorted(p.name for p in tmp_path.iterdir()) == [
         "metrics.csv", "metrics.csv.elsewhere.1.tmp"]
+
+
+def test_a_locked_run_folder_loses_the_temp_files_of_killed_writers_once(tmp_path):
+    """A run folder's writes do not look for leftover temp files each (a directory listing per file): locking the
+    folder removes those of dead processes of this host, in it and in its .hydra/, once."""
+    run_dir = tmp_path / "run"
+    (run_dir / HYDRA_DIR).mkdir(parents=True)
+    killed = [run_dir / f"metrics.csv.{HOST}.{dead_pid()}.tmp",
+              run_dir / HYDRA_DIR / f"hydra.yaml.{HOST}.{dead_pid()}.tmp"]
+    kept = [run_dir / "summary.json.elsewhere.1.tmp",  # another host's; a live process's (pytest's parent)
+            run_dir / f"config.yaml.{HOST}.{os.getppid()}.tmp"]
+    for path in killed + kept:
+        path.write_text("half a fi")
+    with records.locked([run_dir]):
+        assert not any(p.exists() for p in killed) and all(p.exists() for p in kept)
+        write_text_atomic(run_dir / "metrics.csv", "step\n", clean=False)
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted([HYDRA_DIR, "metrics.csv", *(p.name for p in kept)])
 
 
 def dead_pid() -> str:
@@ -369,6 +386,7 @@ def test_metrics_csv_holds_the_repr_of_each_logged_value(task, tmp_path, monkeyp
 
     def spying_build(*args):
         task = build(*args)
+        monkeypatch.setattr(type(task), "narrowable", False)  # position c of every block is configuration c
         metrics = task.metrics
 
         def spy(params, step=0):

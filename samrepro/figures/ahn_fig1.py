@@ -8,10 +8,11 @@ divergence up to η = 1.2e-2. The plateau's b is not 0: in the finite-sample, fi
 drifts slowly under gradient flow itself (a first-order effect Ahn's mean model leaves out); it is
 measured, not assumed.
 
-Each η is read at its own steps 1/η and 10/η of one batched run of 10/η_min steps per data seed
-(``conf/experiment/ahn_fig1.yaml``). The sweep logs every 80 steps; the committed CSV keeps only the
-rows the figure reads (step 0, ηt = 1 and 10, and the whole path of the smallest η, on which 2/λ_max
-is measured at its sharpest point), so ``compute`` runs the sweep and keeps those.
+Each η runs its own T = 10/η steps and is read at steps 1/η and 10/η; the η of a data seed run as one
+batch, each leaving it after its last step (``conf/experiment/ahn_fig1.yaml``). The sweep logs every 80
+steps; the committed CSV keeps only the rows the figure reads (step 0, ηt = 1 and 10, and the whole path
+of the smallest η, on which 2/λ_max is measured at its sharpest point), so ``compute`` runs the sweep and
+keeps those.
 """
 
 from __future__ import annotations
@@ -193,6 +194,6 @@ FIGURE = Figure(
     cite=CITE,
     notes=f"{NETWORK} Here c = 1 (Ahn's scale). GD, T = 10/η, η = 1/N with N a multiple of log_every = 80 "
     "(1.98e-4 … 1.25e-2, dense around 8π/d²: 0.95, 0.99, 1.05, 1.11, 1.17×) so that steps 1/η and 10/η "
-    "are logged rows; one batch of 50,400 steps per data seed; 2 data seeds (task.data_seed) × 2 init "
+    "are logged rows; one batch per data seed, each η leaving it at step 10/η; 2 data seeds (task.data_seed) × 2 init "
     "seeds. The CSV keeps the rows the figure reads (step 0, ηt = 1 and 10, the smallest η's path).",
 )

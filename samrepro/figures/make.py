@@ -190,9 +190,11 @@ def produce_group(fig_ids: list[str], results: Path, gpu: bool) -> list[tuple[st
     return [produce(fig_id, results, gpu) for fig_id in fig_ids]
 
 
-# The longest sweeps, started first so that no worker is left with one at the end (CPU seconds on one core of
-# the 2-core reference machine, 2026-12: dai_thm2 200, ahn_fig1 67, dai_fig2 39, wen_fig1 34).
-LONGEST_FIRST = ("dai_thm2", "ahn_fig1", "dai_fig2", "wen_fig1")
+# The longest figures, longest first (each started as a worker is free, so that none is left with a long one at
+# the end), in seconds on the 2-core reference machine, 2026-12-04: dai_thm2 74, ahn_fig1 39, dai_fig9 29,
+# dai_fig2 28, dai_fig7 19, wen_fig1 18, wen_thm4 12, wen_table1 12, dai_fig6 11, stability_matrix_sensing 11.
+LONGEST_FIRST = ("dai_thm2", "ahn_fig1", "dai_fig9", "dai_fig2", "dai_fig7", "wen_fig1", "wen_thm4", "wen_table1",
+                 "dai_fig6", "stability_matrix_sensing")
 
 
 def sweep_groups(fig_ids: list[str]) -> list[list[str]]:

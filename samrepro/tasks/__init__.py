@@ -40,12 +40,17 @@ class Task:
       model) runs one configuration at a time (C = 1).
     - ``dtype`` (torch.dtype of its parameters) and ``steps_per_epoch`` (int > 0, for ``epoch_units``).
     - Defaults here that a task may override: ``loss_and_grad``, ``batches``, ``flags``, ``state_dict``,
-      ``load_state_dict``.
+      ``load_state_dict``, ``narrowable``.
     """
 
     config_dim = True
     dtype = torch.float64
     steps_per_epoch = 1  # steps of one pass over the training data (full-batch tasks: 1)
+    narrowable = False
+    """True when a configuration's results do not depend on the batch it runs in and the task holds nothing
+    per configuration but the parameters it is passed (its batches the same for any C): the trainer then
+    drops the configurations that ended from the batch instead of computing them frozen
+    (tests/test_batch_invariance.py checks samrepro's own tasks)."""
 
     def init_params(self, seeds: Sequence[int]) -> list[Tensor]:
         """Initial parameters for one configuration per seed (leaf tensors, requires_grad)."""
@@ -191,8 +196,11 @@ def softplus(z: Tensor) -> Tensor:
                        torch.log1p(torch.exp(torch.where(positive, 0.0, z))))
 
 
-def sigmoid(z: Tensor) -> Tensor:
-    """σ(z) = 1/(1 + e^{−z}) for z ≥ 0, e^z/(1 + e^z) below (never overflows)."""
-    positive = z >= 0
-    above, below = torch.exp(-torch.where(positive, z, 0.0)), torch.exp(torch.where(positive, 0.0, z))
-    return torch.where(positive, 1 / (1 + above), below / (1 + below))
+def logistic(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(log(1 + e^z), σ(z), σ(−z)), outside autograd, with ``softplus``'s bits, from one e = e^{−|z|}: σ is
+    1/(1 + e) on its side of 0 (z ≥ 0 for σ(z)) and e/(1 + e) on the other (never overflows)."""
+    e = torch.exp(-z.abs())  # e^{−z} for z > 0, e^{z} below: each side's own exponential in softplus
+    log_term, one_plus = torch.log1p(e), 1 + e
+    high, low = 1 / one_plus, e / one_plus
+    above = z > 0
+    return torch.where(above, z + log_term, log_term), torch.where(z >= 0, high, low), torch.where(above, low, high)

@@ -49,6 +49,8 @@ def round_up(n: int, multiple: int = ALIGN) -> int:
 
 
 class MatrixSensing(Task):
+    narrowable = True  # batch-invariant, nothing per configuration but the parameters
+
     def __init__(self, d: int, r: int, m: int, data_seed: int, loss: str, init: str, init_scale: float,
                  test_loss: str, sharpness_every: int, sharpness_iters: int, n_configs: int,
                  device: torch.device):

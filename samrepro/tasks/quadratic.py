@@ -14,6 +14,8 @@ from samrepro.tasks import Task, float_list, repeat_param
 
 
 class Quadratic(Task):
+    narrowable = True  # batch-invariant, nothing per configuration but the parameters
+
     def __init__(self, eigenvalues: Sequence[float], init: Sequence[float], n_configs: int,
                  device: torch.device):
         self.eigenvalues = torch.tensor(eigenvalues, dtype=self.dtype, device=device)

@@ -28,6 +28,7 @@ LOSSES = {  # name: (ℓ, ℓ')
 
 
 class SingleNeuron(Task):
+    narrowable = True  # batch-invariant, nothing per configuration but the parameters
     metric_names = ("loss", "x", "y")
 
     def __init__(self, loss: str, init: Sequence[float], n_configs: int, device: torch.device):

@@ -37,7 +37,7 @@ lookup per bias plus a short window of sorted values (:class:`SortedSamples`), n
 
 Batching: a configuration's bits do not depend on the batch it runs in. Every sum is over one
 configuration's own entries (the Hessian too: no matrix product, whose rounding would depend on the
-batch), and softplus and σ are ``samrepro.tasks.softplus`` / ``sigmoid`` (torch's own compute a tensor's
+batch), and softplus and σ are ``samrepro.tasks.softplus`` / ``logistic`` (torch's own compute a tensor's
 last entries by another formula).
 """
 
@@ -53,7 +53,7 @@ from torch import Tensor
 
 from samrepro.config import require
 from samrepro.optim import no_grad
-from samrepro.tasks import Task, sigmoid, softplus
+from samrepro.tasks import Task, logistic, softplus
 
 
 def sample(
@@ -131,6 +131,7 @@ class SortedSamples:
 
 
 class SparseCoding(Task):
+    narrowable = True  # batch-invariant, nothing per configuration but the parameters
     metric_names = ("train_loss", "test_acc", "bias", "a_plus", "a_minus", "lambda_max", "dead_frac")
 
     def __init__(self, cfg: DictConfig, device: torch.device):
@@ -176,12 +177,12 @@ class SparseCoding(Task):
         """∇L = scale · Σ_k ℓ'(y_k f_k)·y_k·∇f_k with ℓ'(s) = −σ(−s), scale = loss_mult/n."""
         a = params[0]
         f, r, n_active = self._outputs(params, self.train)
-        margin = self.y * f
-        weights = (-self.scale * sigmoid(-margin) * self.y)[:, None]  # [C, 1, n]
+        loss, slope, _ = logistic(-self.y * f)  # ℓ(m) = softplus(−m) and σ(−m) = −ℓ'(m), margins m = y·f
+        weights = (-self.scale * slope * self.y)[:, None]  # [C, 1, n]
         grad_a = (weights * r).sum(2)
         n_weighted = (weights * n_active).sum(2)
         grad_b = (a[:, 0] * n_weighted[:, 0] + a[:, 1] * n_weighted[:, 1])[:, None]
-        return self.scale * softplus(-margin).sum(1), [grad_a, grad_b]
+        return self.scale * loss.sum(1), [grad_a, grad_b]
 
     @torch.no_grad()
     def metrics(self, params: Sequence[Tensor], step: int = 0) -> dict[str, Tensor]:
@@ -191,21 +192,20 @@ class SparseCoding(Task):
         ∇²f_k zero except ∂²f/∂a±∂b = N±."""
         a, b = params
         f, r, n_active = self._outputs(params, self.train)
-        margin = self.y * f
+        loss, slope, rise = logistic(-self.y * f)  # ℓ(m), σ(−m) = −ℓ'(m), σ(m) at the margins m = y·f
         grad_f = torch.stack([r[:, 0], r[:, 1], a[:, 0, None] * n_active[:, 0] + a[:, 1, None] * n_active[:, 1]],
                              1)  # [C, 3, n]
-        curvature = sigmoid(margin) * sigmoid(-margin)
+        curvature = rise * slope
         # Σ_k ℓ''·∇f_k∇f_kᵀ entry by entry, each a sum over the samples of one configuration (no matrix
         # product: its rounding would depend on the batch)
         p, q = self.pairs
         hessian = (curvature[:, None] * grad_f[:, p] * grad_f[:, q]).sum(2)[:, self.pair_of]  # [C, 3, 3]
-        slope = (-sigmoid(-margin) * self.y)[:, None]  # ℓ'(m)·y, [C, 1, n]
-        cross = (slope * n_active).sum(2)  # [C, 2]
+        cross = ((-slope * self.y)[:, None] * n_active).sum(2)  # Σ ℓ'(m)·y·N±, [C, 2]
         hessian[:, :2, 2] += cross
         hessian[:, 2, :2] += cross
         f_test, _, n_test = self._outputs(params, self.test)
         return {
-            "train_loss": self.scale * softplus(-margin).sum(1),
+            "train_loss": self.scale * loss.sum(1),
             "test_acc": (self.y_test * f_test > 0).to(f.dtype).mean(1),
             "bias": b[:, 0].clone(),
             "a_plus": a[:, 0].clone(),

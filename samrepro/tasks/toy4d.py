@@ -57,6 +57,11 @@ def closed_form_hessian(w: Tensor, weights: Tensor | None = None) -> Tensor:
 class Toy4D(Task):
     metric_names = ("x0", "x1", "y0", "y1", "loss", "lambda_max", "lambda_min", "trace", "grad_v1_cos")
 
+    @property
+    def narrowable(self) -> bool:
+        """Full batch: nothing per configuration but the parameters (batch size 1 draws per configuration)."""
+        return self.batch_size == 2
+
     def __init__(self, x_init: Sequence[float], y_init: Sequence[float], batch_size: int, n_configs: int,
                  device: torch.device):
         self.init = [*x_init, *y_init]
