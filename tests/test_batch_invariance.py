@@ -5,8 +5,8 @@ alone (C = 1): every run's metrics.csv must be byte-identical in all three, and 
 (status, steps, final metrics). And each task's loss, gradient and metrics of a configuration in a batch of
 37 are bit for bit those it has alone.
 
-The batch holds configurations of different steps and LR schedules, and a narrowable task's batch shrinks as they end (diverged
-or done); toy4d's at batch size 1 keeps them, frozen.
+The batch holds configurations of different steps and LR schedules, and a narrowable task's batch shrinks as
+they end (diverged or done); toy4d's at batch size 1 keeps them, frozen.
 
 This is what makes a resumed sweep (its finished configurations skipped), one job of a sweep run alone, or a
 sweep split into chunks give the bits of the whole sweep."""

@@ -5,24 +5,37 @@ import numpy as np
 import pandas as pd
 
 from samrepro import theory
-from samrepro.figures import Figure, make, wen_fig1, wen_table1, wen_thm21
+from samrepro.figures import Figure, ahn_fig1, make, wen_fig1, wen_table1, wen_thm21
 from samrepro.figures.make import make_csv
 
 
 def test_a_figure_with_compute_skips_the_sweep_and_saves_its_csv(tmp_path, monkeypatch):
-    """Its inputs: its code, samrepro's code and the config files (a compute may run sweeps of its own):
-    up to date while they are the same, computed again when one changes."""
+    """Its inputs (:func:`make.compute_inputs`): up to date while they are the same, computed again when one
+    changes."""
     calls = []
     df = pd.DataFrame({"a": [1, 2]})
     fig = Figure("no_such_experiment", "t", lambda d, s: None, lambda d: [], compute=lambda: calls.append(1) or df)
     out, made = make_csv(fig, tmp_path / "no_such_experiment.csv", {})
     pd.testing.assert_frame_equal(out, df)
-    assert set(made["inputs"]) == {"compute_code", "samrepro_code", "conf"} and made["csv_sha256"]
+    assert set(made["inputs"]) == {"compute_code"} and made["csv_sha256"]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "no_such_experiment.csv"), df)
     assert make_csv(fig, tmp_path / "no_such_experiment.csv", made)[1] == made and len(calls) == 1
-    monkeypatch.setattr(make, "conf_hash", lambda: "an edited experiment")
-    assert make_csv(fig, tmp_path / "no_such_experiment.csv", made)[1]["inputs"]["conf"] == "an edited experiment"
+    monkeypatch.setattr(make, "compute_inputs", lambda compute: {"compute_code": "edited"})
+    assert make_csv(fig, tmp_path / "no_such_experiment.csv", made)[1]["inputs"] == {"compute_code": "edited"}
     assert len(calls) == 2
+
+
+def test_a_compute_that_runs_sweeps_depends_on_the_run_code_and_configs_and_one_that_does_not_only_on_its_own(
+        monkeypatch):
+    """ahn_fig1 runs a sweep (samrepro.cli's multirun): the code that computes runs and the config files are its
+    inputs; wen_table1's measurement is not made again for a change of either (its own code: its module and
+    every samrepro module it uses)."""
+    sweeping, own = make.compute_inputs(ahn_fig1.compute), make.compute_inputs(wen_table1.compute)
+    assert set(sweeping) == {"compute_code", "samrepro_code", "conf"} and set(own) == {"compute_code"}
+    monkeypatch.setattr(make, "conf_hash", lambda: "an edited experiment")
+    monkeypatch.setattr(make, "code_version", lambda target: "another version")
+    assert make.compute_inputs(ahn_fig1.compute) != sweeping and make.compute_inputs(wen_table1.compute) == own
+    assert "samrepro.sharpness" in make.code_sources(wen_table1.compute)  # the code it measures with
 
 
 def thm21_rows(norm_factor: float) -> pd.DataFrame:

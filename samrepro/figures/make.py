@@ -44,9 +44,9 @@ def file_sha256(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
 
-def code_hash(func: Callable) -> str:
-    """sha256 of the source of ``func``'s module and of every samrepro module whose functions or classes it
-    uses, or that it imports as a module, transitively (dai_thm1 draws with ``stability.draw_phase_diagram``,
+def code_sources(func: Callable) -> dict[str, str]:
+    """module name → source, for ``func``'s module and every samrepro module whose functions or classes it uses,
+    or that it imports as a module, transitively (dai_thm1 draws with ``stability.draw_phase_diagram``,
     dai_thm3 with ``theory.gd_limit_y2``, dai_thm4 computes with ``theory``)."""
     sources, todo = {}, [func.__module__]
     while todo:
@@ -58,7 +58,26 @@ def code_hash(func: Callable) -> str:
         todo += [v.__module__ for v in vars(module).values() if inspect.isfunction(v) or inspect.isclass(v)]
         todo += [v.__name__ for key, v in vars(module).items()  # not a package's own submodules: not used by it
                  if inspect.ismodule(v) and v.__name__ != f"{name}.{key}"]
+    return sources
+
+
+def digest(sources: dict[str, str]) -> str:
     return hashlib.sha256("".join(sources[name] for name in sorted(sources)).encode()).hexdigest()
+
+
+def code_hash(func: Callable) -> str:
+    return digest(code_sources(func))
+
+
+def compute_inputs(compute: Callable) -> dict:
+    """What a figure's ``compute`` depends on: the code it uses (:func:`code_sources`) and, when it runs
+    sweeps (it uses samrepro.cli's ``multirun``), the code that computes runs and the config files, read as
+    files. A compute that runs no sweep is not made again for a change elsewhere (a calibration, cached)."""
+    sources = code_sources(compute)
+    inputs = {"compute_code": digest(sources)}
+    if "samrepro.cli" in sources:
+        inputs.update(samrepro_code=code_version("samrepro.tasks"), conf=conf_hash())
+    return inputs
 
 
 def conf_hash() -> str:
@@ -73,13 +92,11 @@ def read_manifest(path: Path) -> dict:
 
 def make_csv(fig: Figure, csv: Path, manifest: dict) -> tuple[pd.DataFrame, dict]:
     """The figure's DataFrame and its manifest's ``inputs`` and ``csv_sha256``. A sweep runs (finished runs
-    are skipped) and its inputs are its run folders with their fingerprints; a ``compute``'s inputs are its
-    code's hash, samrepro's code version and the config files (it may run sweeps of its own), and it runs
-    only when the CSV is stale. The CSV is rewritten only when its inputs differ
+    are skipped) and its inputs are its run folders with their fingerprints; a ``compute``'s inputs are
+    :func:`compute_inputs`, and it runs only when the CSV is stale. The CSV is rewritten only when its inputs differ
     from the manifest's or the file's sha256 does not match the one recorded (e.g. a truncated CSV)."""
-    if fig.compute is not None:  # its sweeps' configs and code, read as files: it may run any (ahn_fig1 does)
-        inputs = {"compute_code": code_hash(fig.compute), "samrepro_code": code_version("samrepro.tasks"),
-                  "conf": conf_hash()}
+    if fig.compute is not None:
+        inputs = compute_inputs(fig.compute)
     else:
         run_dirs = multirun([f"experiment={fig.id}"])
         inputs = {"runs": {Path(os.path.relpath(d)).as_posix(): read_summary(d).get("fingerprint") for d in run_dirs}}
