@@ -443,7 +443,7 @@ def draw_race(trials: list[dict], path: Path) -> None:
     bottom.set_ylabel("racers / mismatches")
     bottom.set_xlabel("trial")
     bottom.set_xticks(x)
-    bottom.legend(fontsize=8)
+    bottom.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars, never over one
     total = sum(len(tr["mismatches"]) for tr in trials)
     top.set_title(f"race drill: {len(trials)} trials, {sum(tr['checked'] for tr in trials)} run folders checked, "
                   f"{total} mismatches", fontsize=9)

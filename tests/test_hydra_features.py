@@ -137,6 +137,19 @@ def test_a_sampling_sweeper_gets_interval_and_the_objective(tmp_path):
         assert isinstance(value, float) and value == summary["final"]["loss"]
 
 
+def test_steps_to_time_runs_each_lr_for_its_own_steps_in_one_batch(tmp_path, monkeypatch):
+    """``'steps=${steps_to_time:0.5,${lr}}'`` (quoted: Hydra's override grammar takes no nested ``${}``): each η
+    runs round(0.5/η) steps (time ηt = 0.5), the three in one batch."""
+    from samrepro import runner
+
+    batches = []
+    execute = runner.execute
+    monkeypatch.setattr(runner, "execute", lambda base, runs, *a: batches.append(len(runs)) or execute(base, runs, *a))
+    monkeypatch.chdir(tmp_path)
+    dirs = multirun([*FAST, "lr=0.1,0.05,0.02", "steps='${steps_to_time:0.5,${lr}}'", "name=t"])
+    assert [read_summary(d)["steps_done"] for d in dirs] == [5, 10, 25] and batches == [3]
+
+
 @pytest.mark.slow
 def test_interpolating_a_users_own_key(tmp_path):
     result = samrepro(tmp_path, *FAST, "+base_lr=0.2", "lr=${base_lr}", "rho=${base_lr}", "hydra.run.dir=out")

@@ -376,6 +376,17 @@ def test_jobs_that_share_a_folder_are_computed_once_or_refused(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize("value, error", [({"steps": 0}, "steps=0: must be an integer > 0"),
+                                          ({"lr_schedule": {"name": "bogus", "final_ratio": 1.0, "horizon": None}},
+                                           "lr_schedule.name=bogus")])
+def test_a_bad_value_of_one_run_of_a_batch_is_refused_before_any_run(tmp_path, value, error):
+    """Steps and LR schedules may differ within a batch: each run's own are checked, not only the batch's first."""
+    cfg = compose("task=quadratic", "steps=4")
+    with pytest.raises(ConfigError, match=error):
+        runner.run([Run.of(cfg, tmp_path / "bad", **value), *(Run.of(cfg, tmp_path / f"good{i}") for i in range(2))])
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("task", sorted(BATCHABLE))
 def test_metrics_csv_holds_the_repr_of_each_logged_value(task, tmp_path, monkeypatch):
     """The bytes that samrepro wrote before rows were kept as arrays: csv.writer over ``str(step)`` and
