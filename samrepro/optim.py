@@ -139,10 +139,7 @@ class SAM:
         self.eps = eps
         self.momentum = momentum
         self.weight_decay = weight_decay
-        # Python-side facts decided once, so that no step needs a host sync to branch.
-        self.perturbs = not self.ascent_loss and bool((self.rho > 0).any())
-        self._normalizes = bool(self.normalize.any())  # else every s = ρ/1 = ρ: no ‖g‖ to take
-        self._mixed = self._normalizes and not bool(self.normalize.all())  # SAM and USAM in one batch
+        self._decide_branches()
         self._one = torch.ones((), dtype=ref.dtype, device=ref.device)
         self._zero = torch.zeros((), dtype=ref.dtype, device=ref.device)
         # One parameter tensor on the CPU (the closed-form tasks): the step in single-tensor ops, each
@@ -171,6 +168,13 @@ class SAM:
         if self._momentum_buf:
             torch._foreach_copy_(self._momentum_buf, state["momentum_buf"])
 
+    def _decide_branches(self) -> None:
+        """Python-side facts of the configurations' ρ and normalization, decided when they are set (here, and
+        when the batch narrows), so that no step needs a host sync to branch."""
+        self.perturbs = not self.ascent_loss and bool((self.rho > 0).any())  # else no second gradient
+        self._normalizes = bool(self.normalize.any())  # else every s = ρ/1 = ρ: no ‖g‖ to take
+        self._mixed = self._normalizes and not bool(self.normalize.all())  # SAM and USAM in one batch
+
     @torch.no_grad()
     def narrow(self, keep: Tensor) -> None:
         """Batched: keeps the configurations at positions ``keep`` only (the trainer drops those that ended),
@@ -182,6 +186,7 @@ class SAM:
         self._momentum_buf = [b.index_select(0, keep) for b in self._momentum_buf]
         self._view_shapes = [(len(keep), *shape[1:]) for shape in self._view_shapes]
         self._views, self.frozen = {}, None
+        self._decide_branches()  # e.g. only GD left: one gradient a step, as that batch alone
 
     # ------------------------------------------------------------------ helpers
     def per_config_views(self, v: Tensor) -> list[Tensor]:

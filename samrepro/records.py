@@ -67,13 +67,18 @@ def write_atomic(path: Path, write: Callable[[Path], object], clean: bool = True
     path = Path(path)
     if clean:
         remove_stale_temps(path.parent, f"{path.name}.")
-    tmp = path.with_name(f"{path.name}.{HOST}.{os.getpid()}.tmp")
+    tmp = temp_path(path)
     try:
         write(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def temp_path(path: Path) -> Path:
+    """This process's temp file for ``path``: ``<name>.<host>.<pid>.tmp`` (what :func:`remove_stale_temps` reads)."""
+    return path.with_name(f"{path.name}.{HOST}.{os.getpid()}.tmp")
 
 
 def remove_stale_temps(folder: Path, prefix: str = "") -> None:
@@ -88,6 +93,13 @@ def remove_stale_temps(folder: Path, prefix: str = "") -> None:
             rest, _, pid = name[:-len(".tmp")].rpartition(".")
             if rest.endswith(f".{HOST}") and pid.isdigit() and not _alive(int(pid)):
                 Path(folder, name).unlink(missing_ok=True)
+
+
+def remove_run_temps(run_dir: Path) -> None:
+    """A run folder's temp files left by killed writers, in it and in its .hydra/, removed once: its own writes,
+    made while it is locked, skip that (``clean=False``)."""
+    for folder in (run_dir, run_dir / HYDRA_DIR):
+        remove_stale_temps(folder)
 
 
 @contextmanager
@@ -112,8 +124,8 @@ def locked(run_dirs: Iterable[Path]) -> Iterator[None]:
                 run_dir.mkdir(parents=True, exist_ok=True)
                 try:
                     held.append(_take_lock(run_dir / LOCK))
-                    for folder in (run_dir, run_dir / HYDRA_DIR):  # once here, not before each of its writes
-                        remove_stale_temps(folder)
+                    if run_dir in existed:  # a folder this call made holds no temp file
+                        remove_run_temps(run_dir)
                     break
                 except FileNotFoundError:  # another process removed the empty folder it had made: again
                     if attempt == 2:
@@ -131,7 +143,7 @@ def _take_lock(path: Path) -> Path:
     """Creates the lock ``path`` whole or not at all: its text is written to a temp file first, then hard-linked
     to ``path``, which fails if ``path`` exists (a kill between creating and writing the lock cannot leave it
     empty, without a holder to judge)."""
-    tmp = path.with_name(f"{path.name}.{HOST}.{os.getpid()}.tmp")
+    tmp = temp_path(path)
     write_text(tmp, f"{HOST} {os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
     try:
         for _ in range(3):
@@ -280,13 +292,13 @@ def claim(run_dir: Path, config: Mapping, inputs: Mapping | None = None, own: It
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: is a file, not a run folder; it is left as it was — choose another "
                           f"folder (hydra.run.dir=… or name=…)")
-    foreign = sorted(p.name for p in run_dir.iterdir()
-                     if p.name not in RUN_FILES and p.name not in own and not p.name.endswith(".tmp"))
+    names = sorted(os.listdir(run_dir))
+    foreign = [n for n in names if n not in RUN_FILES and n not in own and not n.endswith(".tmp")]
     if foreign:
         raise ConfigError(f"{run_dir}: holds files samrepro did not write ({', '.join(foreign[:3])}"
                           f"{', …' if len(foreign) > 3 else ''}); it is left as it was — choose an empty or new "
                           f"folder (hydra.run.dir=… or name=…)")
-    ours = sorted(p.name for p in run_dir.iterdir() if p.name in RUN_FILES - {LOCK})
+    ours = [n for n in names if n in RUN_FILES - {LOCK}]
     if not ours:
         return "new"
     summary = read_summary(run_dir)

@@ -38,7 +38,7 @@ from samrepro.records import (
     fingerprint,
     locked,
     read_summary,
-    remove_stale_temps,
+    remove_run_temps,
     write_atomic,
     write_config,
     write_json_atomic,
@@ -93,10 +93,10 @@ class Run:
 BATCH_VALUES = ("lr", "rho", "seed", "steps", "lr_schedule")  # top-level keys in which a batch's runs may differ
 
 
-def batch_key(config: Mapping) -> str:
-    """Equal for configs that may share a batch: equal but for opt.name and BATCH_VALUES (each configuration
+def batch_key(config: Mapping, values: Sequence[str] = BATCH_VALUES) -> str:
+    """Equal for configs that may share a batch: equal but for opt.name and ``values`` (each configuration
     has its own η, ρ, seed, steps and LR schedule; gd_ascent needs its own batch: its step differs in kind)."""
-    rest = {k: v for k, v in config.items() if k not in ("opt", *BATCH_VALUES)}
+    rest = {k: v for k, v in config.items() if k not in ("opt", *values)}
     opt = {k: v for k, v in config["opt"].items() if k != "name"}
     return json.dumps([rest, opt, config["opt"]["name"] == "gd_ascent"], sort_keys=True, default=str)
 
@@ -199,9 +199,8 @@ def check(runs: Sequence[Run]) -> list[str]:
     a folder it may not use, or two runs of different configs in one folder; returns each run's claim
     (``new``, ``done`` or ``resume``, and ``same`` for a run whose folder an earlier run of the same config
     has: it is computed once)."""
-    for config in {json.dumps([batch_key(r.config), r.config["steps"], r.config["lr_schedule"]], default=str):
-                   r.config for r in runs}.values():  # lr, rho, seed and opt.name: below, run by run
-        check_config(config)
+    for config in {batch_key(r.config, ("lr", "rho", "seed")): r.config for r in runs}.values():
+        check_config(config)  # lr, rho, seed and opt.name: below, run by run
     for r in runs:
         validate_run(**r.values)
     first: dict[Path, Run] = {}
@@ -328,11 +327,8 @@ def _run_group(base: DictConfig, task: tasks.Task, group: Sequence[tuple[Run, st
     for r, _ in group:
         r.write_hydra_record()
     steps = [r.config["steps"] * unit for r, _ in group]  # each configuration leaves the batch after its own
-    schedules, lr_factors = {}, []  # one factor function per distinct schedule, shared by its configurations
-    for r, _ in group:
-        s = r.config["lr_schedule"]
-        key = (s["name"], s["final_ratio"], (s["horizon"] or r.config["steps"]) * unit)  # on its own horizon
-        lr_factors.append(schedules.setdefault(key, lr_schedule(*key)))
+    lr_factors = [lr_schedule(s["name"], s["final_ratio"], (s["horizon"] or r.config["steps"]) * unit)
+                  for r, _ in group for s in [r.config["lr_schedule"]]]  # each on its own horizon
     return train(task, optimizer, records, steps=steps, log_every=base.log_every * unit,
                  loss_ceiling=base.loss_ceiling, seeds=values["seed"], progress=base.progress, lr_factors=lr_factors,
                  until=until, checkpoint_every=checkpoint_every, start_step=start)
@@ -364,8 +360,7 @@ def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
         log.info("skipped (finished with this config): %s", run_dir)
         return read_summary(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    for folder in (run_dir, run_dir / HYDRA_DIR):  # its writes below leave that to the folder's owner
-        remove_stale_temps(folder)
+    remove_run_temps(run_dir)  # its writes below skip that, as a locked run folder's
     digest = write_config(run_dir, record, inputs)
     Run(record, run_dir, hydra_record).write_hydra_record()
     init, phases = None, {}

@@ -13,6 +13,7 @@ import math
 import time
 from array import array
 from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -55,6 +56,7 @@ def loss_check(loss_ceiling: float) -> Callable[[torch.Tensor], torch.Tensor]:
 MULTISTEP = (0.5, 5 / 6)  # Liu et al. (2020)'s decays at epochs 150 and 250 of 300, as fractions of the horizon
 
 
+@cache  # one function per schedule: configurations of a batch that share it share one factor a step
 def lr_schedule(name: str, final_ratio: float, horizon: int) -> Callable[[int], float] | None:
     """The factor η_t/η of step t, on a ``horizon`` of steps (the run's, or a fixed one that raising a capped
     run's steps does not move): ``constant`` → None (η is never touched); ``geometric`` →

@@ -507,3 +507,22 @@ def test_the_readme_sam_optimizer_examples_agree_and_the_two_step_one_keeps_batc
     assert not torch.equal(a[0].weight, once[0].weight)
     assert torch.equal(b[1].running_mean, once[1].running_mean)  # one pass's statistics only
     assert not torch.equal(a[1].running_mean, once[1].running_mean)  # the closure form updates them twice
+
+
+def test_a_narrowed_batch_steps_as_the_same_configurations_alone():
+    """``SAM.narrow`` decides its branches again: once the SAM configuration has left, the GD one is stepped with
+    one gradient (as alone), and its next step is bit for bit the one it takes alone."""
+    w = torch.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=torch.float64)
+    batch = SAM([w.clone().requires_grad_()], ["gd", "sam"], [0.1, 0.1], [0.0, 0.5], config_dim=True)
+    batch.narrow(torch.tensor([0]))
+    alone = SAM([w[:1].clone().requires_grad_()], ["gd"], [0.1], [0.0], config_dim=True)
+    assert batch.perturbs is alone.perturbs is False
+    calls = []
+
+    def loss(p, perturbed):
+        calls.append(perturbed)
+        return (p[0] ** 2).sum(1)
+
+    batch.step(loss)
+    alone.step(loss)
+    assert calls == [False, False] and torch.equal(batch.params[0], alone.params[0])

@@ -112,11 +112,13 @@ def draw_if_stale(fig: Figure, df: pd.DataFrame, stem: Path, csv_sha256: str | N
     """Draws ``<stem>.png|pdf`` unless they are the files (their sha256) last drawn from this CSV with this
     drawing code — a PNG and a PDF are one unit: a missing, damaged or stale one redraws both; returns the
     manifest's ``drawn_from``."""
-    drawn_from = {"csv_sha256": csv_sha256, "drawing_code": code_hash(fig.draw)}
+    source = {"csv_sha256": csv_sha256, "drawing_code": code_hash(fig.draw)}
     files = [stem.with_suffix(s) for s in (".png", ".pdf")]
-    if manifest.get("drawn_from") != {**drawn_from, "files": {p.name: file_sha256(p) for p in files}}:
-        fig.draw(df, stem)
-    return {**drawn_from, "files": {p.name: file_sha256(p) for p in files}}
+    found = {**source, "files": {p.name: file_sha256(p) for p in files}}
+    if manifest.get("drawn_from") == found:
+        return found
+    fig.draw(df, stem)
+    return {**source, "files": {p.name: file_sha256(p) for p in files}}
 
 
 def file_states(paths: Iterable[Path]) -> dict[Path, tuple[int, int]]:

@@ -75,6 +75,11 @@ def network(a_plus: Tensor, a_minus: Tensor, b: Tensor, x: Tensor) -> Tensor:
     return (a_plus * F.relu(x + bias) + a_minus * F.relu(-x + bias)).sum(-1)
 
 
+def by_units(a: Tensor, x: Tensor) -> Tensor:
+    """a₊·x₊ + a₋·x₋ per configuration and sample: a [C, 2], x [C, 2, n] (index 1: the a₊ and a₋ units)."""
+    return a[:, 0, None] * x[:, 0] + a[:, 1, None] * x[:, 1]
+
+
 def is_dead(dead_frac: float, dead_fraction: float) -> bool:
     """A dead network: every unit is off on more than ``dead_fraction`` of the test points."""
     return dead_frac > dead_fraction
@@ -170,7 +175,7 @@ class SparseCoding(Task):
         f = a₊R₊ + a₋R₋, ∇f = (R₊, R₋, a₊N₊ + a₋N₋)."""
         a, b = params
         r, n_active = data.relu_sums(b[:, 0])
-        return a[:, 0, None] * r[:, 0] + a[:, 1, None] * r[:, 1], r, n_active
+        return by_units(a, r), r, n_active
 
     @no_grad
     def loss_and_grad(self, params: Sequence[Tensor], batch: object = None, perturbed: bool = False):
@@ -181,7 +186,7 @@ class SparseCoding(Task):
         weights = (-self.scale * slope * self.y)[:, None]  # [C, 1, n]
         grad_a = (weights * r).sum(2)
         n_weighted = (weights * n_active).sum(2)
-        grad_b = (a[:, 0] * n_weighted[:, 0] + a[:, 1] * n_weighted[:, 1])[:, None]
+        grad_b = by_units(a, n_weighted[:, :, None])  # [C, 1]
         return self.scale * loss.sum(1), [grad_a, grad_b]
 
     @torch.no_grad()
@@ -193,8 +198,7 @@ class SparseCoding(Task):
         a, b = params
         f, r, n_active = self._outputs(params, self.train)
         loss, slope, rise = logistic(-self.y * f)  # ℓ(m), σ(−m) = −ℓ'(m), σ(m) at the margins m = y·f
-        grad_f = torch.stack([r[:, 0], r[:, 1], a[:, 0, None] * n_active[:, 0] + a[:, 1, None] * n_active[:, 1]],
-                             1)  # [C, 3, n]
+        grad_f = torch.stack([r[:, 0], r[:, 1], by_units(a, n_active)], 1)  # [C, 3, n]
         curvature = rise * slope
         # Σ_k ℓ''·∇f_k∇f_kᵀ entry by entry, each a sum over the samples of one configuration (no matrix
         # product: its rounding would depend on the batch)
