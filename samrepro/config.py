@@ -49,6 +49,9 @@ OmegaConf.register_new_resolver("run_dirname", run_dirname, replace=True)
 def steps_to_time(time: float, lr: float) -> int:
     """round(time/η): the steps after which a run of step size η reaches time ηt = ``time`` (``steps:
     ${steps_to_time:10,${lr}}`` runs each η of a sweep to its own T = 10/η, as Ahn et al. 2023a Fig. 1)."""
+    for name, value in (("time", time), ("lr", lr)):
+        if not (is_number(value) and math.isfinite(value) and value > 0):
+            raise ValueError(f"steps_to_time: {name}={value}: must be a finite number > 0")
     return round(time / lr)
 
 

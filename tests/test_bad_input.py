@@ -36,6 +36,8 @@ BAD = {  # name: (arguments, what the one line must say)
     "submitit cluster": (["-m", "hydra/launcher=batched_submitit_local", "hydra.launcher.cluster=foo"],
                          "hydra.launcher.cluster=foo: unknown; allowed: slurm, local, debug"),
     "zero steps": (["steps=0"], "steps=0: must be an integer > 0"),
+    "steps_to_time of a zero lr": (["-m", "lr=0,0.1", "steps='${steps_to_time:0.5,${lr}}'"],
+                                   "steps_to_time: lr=0: must be a finite number > 0"),
     "steps as a word": (["steps=ten"], "steps=ten: must be an integer > 0"),
     "fractional seed": (["seed=1.5"], "seed=1.5: must be an integer"),
     "fractional log_every": (["log_every=1.5"], "log_every=1.5: must be an integer > 0"),
