@@ -1,7 +1,8 @@
 """The run folder: what it holds and whose it is (samrepro/collect.py reads many of them).
 
 A run folder holds ``config.yaml`` (samrepro's copy of the resolved config), ``metrics.csv`` (tidy, one
-row per logged step, ``step`` first; floats written with ``repr`` so the same run gives the same bytes),
+row per logged step, ``step`` first; each float the shortest decimal that reads back as the same double, so
+the same run gives the same bytes),
 ``summary.json`` (status, final metrics and the config's fingerprint), ``.hydra/`` (Hydra's record of the
 config and overrides) and, for resumable runs, ``checkpoint.pt``. Every file is written atomically
 (temp file + rename), so a kill leaves either the old file or the new one, never half of one.
@@ -20,6 +21,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -42,8 +44,6 @@ MARKER = "# samrepro run record"  # config.yaml's first line: "<MARKER>, code <v
 CONFIG, METRICS, SUMMARY = "config.yaml", "metrics.csv", "summary.json"
 CHECKPOINT, HYDRA_DIR, LOCK = "checkpoint.pt", ".hydra", ".samrepro.lock"
 RUN_FILES = frozenset({CONFIG, METRICS, SUMMARY, CHECKPOINT, HYDRA_DIR, LOCK})
-FLUSH_ROWS = 10_000  # a running configuration writes its metrics.csv once this many rows wait …
-FLUSH_VALUES = 32_000_000  # … or once its waiting rows' blocks hold this many floats (8 bytes each: 256 MB)
 
 
 HOST = socket.gethostname()
@@ -166,9 +166,9 @@ def _take_lock(path: Path) -> Path:
         tmp.unlink(missing_ok=True)
 
 
-def write_text(path: Path, text: str) -> None:
-    """``text`` as UTF-8, in three system calls (open, write, close)."""
-    view = memoryview(text.encode())
+def write_text(path: Path, text: str | bytes) -> None:
+    """``text`` (UTF-8 when a str), in three system calls (open, write, close)."""
+    view = memoryview(text.encode() if isinstance(text, str) else text)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
         while view:
@@ -177,7 +177,7 @@ def write_text(path: Path, text: str) -> None:
         os.close(fd)
 
 
-def write_text_atomic(path: Path, text: str, clean: bool = True) -> None:
+def write_text_atomic(path: Path, text: str | bytes, clean: bool = True) -> None:
     write_atomic(path, lambda tmp: write_text(tmp, text), clean)
 
 
@@ -356,16 +356,35 @@ def intact(run_dir: Path, summary: Mapping) -> bool:
     return path.exists() and hashlib.sha256(path.read_bytes()).hexdigest()[:16] == summary.get("metrics_sha256")
 
 
+def csv_lines(steps: Sequence[int], values: Sequence[Sequence[float]]) -> bytes:
+    """The CSV lines ``step,v₁,…,v_M`` of integer ``steps`` and float64 ``values`` ([rows, M] numpy arrays):
+    each float the shortest decimal that reads back as the same double — Python's repr digits, formatted by
+    orjson (1e-7 and 0.00001234 where repr writes 1e-07 and 1.234e-05), six times faster than repr —; a
+    non-finite one as Python writes it (nan, inf, -inf)."""
+    import numpy as np  # not at the top: `samrepro --help` and the config checks import this module
+    import orjson
+
+    if not len(steps):
+        return b""
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    rows = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)[2:-2].split(b"],[")
+    for i in np.flatnonzero(~np.isfinite(values).all(1)):  # orjson writes them as null
+        rows[i] = b",".join(orjson.dumps(v) if math.isfinite(v) else repr(v).encode() for v in values[i].tolist())
+    lines = [b""] * (2 * len(rows))
+    lines[::2] = orjson.dumps(np.asarray(steps, dtype=np.int64), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
+    lines[1::2] = rows
+    return b"%b,%b\n" * len(rows) % tuple(lines)
+
+
 class RunRecord:
     """Writes one run's folder as it goes: its config first, its rows, its summary last. Only one file
     is open at a time, whatever the number of configurations in a batch.
 
-    A row is kept as the trainer logs it: its step and the batch's block of metrics at that step (one
-    flat ``array('d')``, shared by the batch's records; this run's values start at ``first``), so logging
-    builds and formats nothing. Rows become CSV text (``repr`` of each float) only when metrics.csv is
-    written: once FLUSH_ROWS rows wait, or sooner once the blocks they hold reach FLUSH_VALUES values
-    (memory), before each checkpoint and at the end. Each write rewrites the file atomically as the text
-    already on disk plus the new rows: a kill leaves the old file or the new one, never a partial row.
+    The trainer logs the rows of a whole batch at once, into a log (:class:`samrepro.train.MetricLog`) that
+    each run :meth:`follow`s at its column, so logging a row builds and formats nothing per run. Rows become
+    CSV text (:func:`csv_lines`) only when metrics.csv is written: when the trainer says (its log is full,
+    before each checkpoint) and at the end. Each write rewrites the file atomically as the text already on
+    disk plus the new rows: a kill leaves the old file or the new one, never a partial row.
 
     ``identity`` (task, opt, lr, rho, seed) is repeated in the summary beside the run's ``inputs`` and the
     fingerprint of its config and inputs.
@@ -380,65 +399,62 @@ class RunRecord:
         self.identity = {**identity, "fingerprint": write_config(self.dir, config, inputs), "inputs": dict(inputs)}
         self._sha = hashlib.sha256()  # of metrics.csv as written so far
         self.columns = ("step", *metric_names)
-        self._rows: list[tuple[int, Sequence[float], int]] = []  # not written yet: (step, block, where it starts)
+        self._follows: list[tuple[object, int, int]] = []  # (log, column, its first row not written yet)
         self._written = False  # metrics.csv holds this run's rows so far (else it is absent or stale)
-        self._last_written: dict[str, float] = {}
-        self.steps_logged = 0
+        self._last_written: tuple[int, dict[str, float]] = (0, {})  # the step and metrics of its last row
         if resume_step:
             with open(self.dir / METRICS, newline="") as f:
                 rows = list(csv.reader(f))[1:]
             kept = [r for r in rows if len(r) == len(self.columns) and int(r[0]) <= resume_step]
-            text = self._csv_text([self.columns, *kept])
-            write_text_atomic(self.dir / METRICS, text, clean=False)
-            self._sha.update(text.encode())
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerows([self.columns, *kept])
+            write_text_atomic(self.dir / METRICS, buf.getvalue(), clean=False)
+            self._sha.update(buf.getvalue().encode())
             self._written = True
             if kept:
-                self._last_written = {k: float(v) for k, v in zip(self.columns[1:], kept[-1][1:], strict=True)}
-                self.steps_logged = int(kept[-1][0])
+                self._last_written = (int(kept[-1][0]), dict(zip(self.columns[1:], map(float, kept[-1][1:]))))
 
-    @staticmethod
-    def _csv_text(rows: Iterable[Sequence[str]]) -> str:
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows(rows)
-        return buf.getvalue()
+    def follow(self, log: object, column: int) -> None:
+        """From the next row on, this run's rows are those of ``column`` in ``log``, a
+        :class:`samrepro.train.MetricLog` (``rows(column, start)`` → steps, values)."""
+        self._follows.append((log, column, log.size))
+
+    def _last_row(self) -> tuple[int, dict[str, float]]:
+        for log, column, start in reversed(self._follows):
+            steps, values = log.rows(column, start)
+            if len(steps):
+                return int(steps[-1]), dict(zip(self.columns[1:], values[-1].tolist()))
+        return self._last_written
 
     @property
     def last(self) -> dict[str, float]:
         """The metrics of the last row logged (empty before the first)."""
-        if not self._rows:
-            return self._last_written
-        _, block, first = self._rows[-1]
-        return dict(zip(self.columns[1:], block[first:first + len(self.columns) - 1]))
+        return self._last_row()[1]
 
-    def write_row(self, step: int, block: Sequence[float], first: int) -> None:
-        """Logs the row of ``step``: this run's metrics (in ``columns`` order) are
-        ``block[first:first + len(metric_names)]``, floats; ``block`` is kept as it is, not copied."""
-        self._rows.append((step, block, first))
-        self.steps_logged = step
-        if len(self._rows) >= FLUSH_ROWS or len(self._rows) * len(block) >= FLUSH_VALUES:
-            self.flush()
+    @property
+    def steps_logged(self) -> int:
+        """The step of the last row logged (0 before the first)."""
+        return self._last_row()[0]
 
     def flush(self) -> None:
         """Writes the rows logged so far to metrics.csv (atomically): the file's text plus the new rows."""
-        if self._written and not self._rows:
+        import numpy as np
+
+        rows = [log.rows(column, start) for log, column, start in self._follows]
+        new = csv_lines(*map(np.concatenate, zip(*rows))) if rows else b""
+        if self._written and not new:
             return
-        width = len(self.columns) - 1
-        values: list[float] = []
-        for step, block, first in self._rows:
-            values.append(step)
-            values += block[first:first + width]
-        new = ("%d" + ",%r" * width + "\n") * len(self._rows) % tuple(values)  # repr of each float, in C
         path = self.dir / METRICS
         if self._written:
-            with open(path, newline="") as f:
-                old = f.read()
+            old = path.read_bytes()
         else:
-            old = self._csv_text([self.columns])
-            self._sha.update(old.encode())
+            old = (",".join(self.columns) + "\n").encode()
+            self._sha.update(old)
+        self._last_written = self._last_row()
         write_text_atomic(path, old + new, clean=False)
-        self._sha.update(new.encode())
-        self._last_written, self._written = self.last, True
-        self._rows = []
+        self._sha.update(new)
+        self._written = True
+        self._follows = [(log, column, log.size) for log, column, _ in self._follows[-1:]]
 
     def finish(self, status: str, steps_done: int, wall_seconds: float, **extra: object) -> dict:
         self.flush()

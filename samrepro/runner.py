@@ -32,6 +32,7 @@ from samrepro.records import (
     CHECKPOINT,
     HYDRA_DIR,
     METRICS,
+    SUMMARY,
     RunRecord,
     claim,
     config_diff,
@@ -214,13 +215,14 @@ def check(runs: Sequence[Run]) -> list[str]:
             for r in runs]
 
 
-def run(runs: Sequence[Run], threads: int | None = None) -> list[dict]:
+def run(runs: Sequence[Run], threads: int | None = None, claims: Sequence[str] | None = None) -> list[dict]:
     """Runs what is not finished yet; returns every run's summary, in order (``skipped: true`` added to
-    those finished before). Raises ConfigError before writing anything (:func:`check`) for a config that
-    is not valid or a folder it may not use, and for a folder that another live process holds
-    (:func:`samrepro.records.locked`: the folders are locked while their runs compute).
-    ``threads``: torch's CPU threads (None: each config's ``threads`` key, else torch's default)."""
-    states = check(runs)
+    those finished before). Raises ConfigError before writing anything (:func:`check`, unless ``claims`` says
+    what it returned for these runs) for a config that is not valid or a folder it may not use, and for a
+    folder that another live process holds (:func:`samrepro.records.locked`: the folders are locked while
+    their runs compute). ``threads``: torch's CPU threads (None: each config's ``threads`` key, else torch's
+    default)."""
+    states = check(runs) if claims is None else claims
     with locked(r.dir for r, s in zip(runs, states) if s not in ("done", "same")):
         states = [claim(r.dir, r.config, r.inputs) if s not in ("done", "same") else s  # claimed again, locked:
                   for r, s in zip(runs, states)]  # another process may have finished a run meanwhile
@@ -274,9 +276,9 @@ def copy_result(source: Run, target: Run, summary: dict) -> dict:
     same rows, its own config, its own summary saying ``same_as``."""
     digest = write_config(target.dir, target.config, source.inputs)  # its folder made and locked by run()
     target.write_hydra_record()
-    write_text_atomic(target.dir / METRICS, (source.dir / METRICS).read_text(), clean=False)
+    write_text_atomic(target.dir / METRICS, (source.dir / METRICS).read_bytes(), clean=False)
     result = {**summary, **target.identity(), "fingerprint": digest, "same_as": str(source.dir)}
-    write_json_atomic(target.dir / "summary.json", result, clean=False)
+    write_json_atomic(target.dir / SUMMARY, result, clean=False)
     return result
 
 
@@ -322,13 +324,13 @@ def _run_group(base: DictConfig, task: tasks.Task, group: Sequence[tuple[Run, st
     if checkpoint_every and state == "resume" and (first.dir / CHECKPOINT).exists():
         start = load_checkpoint(first.dir, task, optimizer)
         log.info("resumed from step %d: %s", start, first.dir)
+    steps = [r.config["steps"] * unit for r, _ in group]  # each configuration leaves the batch after its own
+    lr_factors = [lr_schedule(s["name"], s["final_ratio"], (s["horizon"] or r.config["steps"]) * unit)
+                  for r, _ in group for s in [r.config["lr_schedule"]]]  # each on its own horizon
     records = [RunRecord(r.dir, r.identity(), task.metric_names, r.config, r.inputs, resume_step=start)
                for r, _ in group]  # each writes its config.yaml, samrepro's marker, first
     for r, _ in group:
         r.write_hydra_record()
-    steps = [r.config["steps"] * unit for r, _ in group]  # each configuration leaves the batch after its own
-    lr_factors = [lr_schedule(s["name"], s["final_ratio"], (s["horizon"] or r.config["steps"]) * unit)
-                  for r, _ in group for s in [r.config["lr_schedule"]]]  # each on its own horizon
     return train(task, optimizer, records, steps=steps, log_every=base.log_every * unit,
                  loss_ceiling=base.loss_ceiling, seeds=values["seed"], progress=base.progress, lr_factors=lr_factors,
                  until=until, checkpoint_every=checkpoint_every, start_step=start)

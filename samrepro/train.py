@@ -11,11 +11,11 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from array import array
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -51,6 +51,43 @@ def loss_check(loss_ceiling: float) -> Callable[[torch.Tensor], torch.Tensor]:
         out = torch.ne(loss.clamp(*b), loss) if b else ~torch.isfinite(loss) | (loss > loss_ceiling)
         return out if out.dim() == 1 else out.reshape(-1)
     return bad
+
+
+class MetricLog:
+    """The rows a batch logged that its runs have not written yet: per logged step, its step, the metrics of
+    each configuration the batch had when the log began (one float64 array [logged steps, configurations,
+    metrics], grown by doubling) and which of them it is a row of. Each run reads its rows from it
+    (:meth:`samrepro.records.RunRecord.follow`); ``full``: time to write them (memory)."""
+
+    ROWS = 10_000  # full at this many logged steps …
+    VALUES = 32_000_000  # … or at this many floats (8 bytes each: 256 MB)
+
+    def __init__(self, configurations: int, width: int, steps: int = 16):
+        """``steps``: the logged steps to make room for (it grows by doubling past them, up to ``full``)."""
+        steps = max(1, min(steps, self.ROWS, self.VALUES // max(1, configurations * width)))
+        self.size = 0
+        self.steps = np.empty(steps, dtype=np.int64)
+        self.values = np.empty((steps, configurations, width))
+        self.due = np.empty((steps, configurations), dtype=bool)
+
+    def append(self, step: int, block: np.ndarray, due: np.ndarray, columns: np.ndarray) -> None:
+        """Logs ``step``: ``block`` [C, metrics] holds the metrics of the log's configurations ``columns`` [C], a
+        row of those where ``due`` [C] is true (a narrowed batch has fewer than its log)."""
+        if self.size == len(self.steps):
+            self.steps, self.values, self.due = (np.concatenate([a, np.empty_like(a)])
+                                                 for a in (self.steps, self.values, self.due))
+        self.steps[self.size], self.values[self.size, columns], self.due[self.size] = step, block, False
+        self.due[self.size, columns] = due
+        self.size += 1
+
+    def rows(self, column: int, start: int) -> tuple[np.ndarray, np.ndarray]:
+        """The steps and metrics [rows, metrics] of configuration ``column``'s rows from logged step ``start`` on."""
+        due = self.due[start:self.size, column]
+        return self.steps[start:self.size][due], self.values[start:self.size, column][due]
+
+    @property
+    def full(self) -> bool:
+        return self.size >= self.ROWS or self.size * self.values[0].size >= self.VALUES
 
 
 MULTISTEP = (0.5, 5 / 6)  # Liu et al. (2020)'s decays at epochs 150 and 250 of 300, as fractions of the horizon
@@ -136,7 +173,9 @@ def train(
     members = list(range(n))  # the configurations in the batch: position i computes configuration members[i]
     position = {c: c for c in members}
     running = dict.fromkeys(members)  # the configurations not ended, in order
+    live = np.ones(n, dtype=bool)  # by position: its configuration is running
     ends, last = list(steps), max(steps)
+    ends_at = np.array(ends)  # by position: the configuration's last step
     schedules = list(lr_factors or [None] * n)
     end_steps = set(ends)
     # Batched: a configuration that diverged or finished is frozen (the optimizer leaves its slice as it
@@ -154,7 +193,8 @@ def train(
     stand_ins = [p.detach().clone() for p in optimizer.params] if task.config_dim else []
     summaries: list[dict | None] = [None] * n
     width = len(task.metric_names)
-    until_columns = [(task.metric_names.index(k), v) for k, v in (until or {}).items()]
+    until_at = [task.metric_names.index(k) for k in until or {}]
+    until_values = np.array(list((until or {}).values()), dtype=np.float64)
     start = time.perf_counter()
 
     def batch_schedule() -> Callable[[int], float | Tensor] | None:
@@ -168,8 +208,20 @@ def train(
 
     lr_factor = batch_schedule()
 
+    def new_log(step: int) -> tuple[MetricLog, np.ndarray]:
+        """A log of the batch as it is at ``step``, which every running configuration's record follows, and the
+        column of each position in it."""
+        rows = MetricLog(len(members), width, (last - step) // log_every + 2 + len(end_steps))  # the steps left
+        for i, c in enumerate(members):
+            if c in running:
+                records[c].follow(rows, i)
+        return rows, np.arange(len(members))
+
+    metric_log, log_columns = new_log(start_step)
+
     def finish(c: int, status: str, steps_done: int, **extra: object) -> None:
         del running[c]
+        live[position[c]] = False
         if frozen is not None:
             frozen[position[c]] = True
         summaries[c] = records[c].finish(status, steps_done, time.perf_counter() - start, **extra,
@@ -180,41 +232,44 @@ def train(
         save_checkpoint(records[c].dir, step, task, optimizer)
 
     def log(step: int) -> None:
+        nonlocal metric_log, log_columns
         params = optimizer.params
         finite = _finite_per_config(params, task.config_dim)
         if frozen is not None:
             frozen.logical_or_(~finite)
-        counted, bad_params = bad_steps.tolist(), (~finite).tolist()
-        for i, c in enumerate(members):
-            if c in running and (counted[i] or bad_params[i]):
-                at = step - counted[i]  # the step of the bad loss, else this step (bad parameters)
-                finish(c, "diverged", at, diverged_at=at)
-        regular = step % log_every == 0
-        due = [(position[c], c) for c in running if regular or ends[c] == step]
-        if not due:
+        counted, bad_params = bad_steps.cpu().numpy(), (~finite).cpu().numpy()
+        for i in np.flatnonzero(live & ((counted > 0) | bad_params)):
+            at = step - int(counted[i])  # the step of the bad loss, else this step (bad parameters)
+            finish(members[i], "diverged", at, diverged_at=at)
+        due = live & ((step % log_every == 0) | (ends_at == step))
+        if not due.any():
             return
         safe = params if frozen is None else [
             torch.where(m, s, p) for m, s, p in zip(optimizer.per_config_views(frozen), stand_ins, params)]
         metrics = task.metrics(safe, step)
         block = torch.stack([metrics[k].to(device, torch.float64) for k in task.metric_names], 1)  # [C, M]
-        values = array("d", block.detach().cpu().numpy().tobytes())  # one read-back; row i: values[i·M:(i+1)·M]
-        for i, c in due:
-            records[c].write_row(step, values, i * width)
-            reached = bool(until_columns) and all(values[i * width + j] >= v for j, v in until_columns)
-            if reached or ends[c] == step:
-                if checkpoint_every:
-                    checkpoint(c, step)
-                finish(c, "completed", step, **({"until_reached": reached} if until else {}))
+        block = block.detach().cpu().numpy()  # one read-back
+        metric_log.append(step, block, due, log_columns)
+        reached = due & (block[:, until_at] >= until_values).all(1) if until_at else np.zeros_like(due)
+        for i in np.flatnonzero(reached | (due & (ends_at == step))):
+            if checkpoint_every:
+                checkpoint(members[i], step)
+            finish(members[i], "completed", step, **({"until_reached": bool(reached[i])} if until else {}))
+        if running and metric_log.full:
+            for c in running:
+                records[c].flush()
+            metric_log, log_columns = new_log(step)
 
     def narrow() -> None:
         """Drops the ended configurations from the batch (a narrowable task's)."""
-        nonlocal members, frozen, stopped, bad_steps, stand_ins, lr_factor
+        nonlocal members, frozen, stopped, bad_steps, stand_ins, lr_factor, live, ends_at, log_columns
         positions = [i for i, c in enumerate(members) if c in running]
         keep = torch.tensor(positions, device=device)
         optimizer.narrow(keep)
         members = [members[i] for i in positions]
         position.clear()
         position.update((c, i) for i, c in enumerate(members))
+        live, ends_at, log_columns = live[positions], ends_at[positions], log_columns[positions]
         frozen = stopped = optimizer.frozen = frozen.index_select(0, keep)
         bad_steps = bad_steps.index_select(0, keep)
         stand_ins = [s.index_select(0, keep) for s in stand_ins]

@@ -2,15 +2,14 @@
 open files stay bounded, and a diverging configuration never disturbs the others of its batch."""
 
 import csv
-import io
 import json
 import math
 import os
 import resource
 import shutil
+import struct
 import subprocess
 import sys
-from array import array
 from pathlib import Path
 
 import pytest
@@ -387,11 +386,21 @@ def test_a_bad_value_of_one_run_of_a_batch_is_refused_before_any_run(tmp_path, v
     assert not any(tmp_path.iterdir())
 
 
+def digits(text):
+    """The significant digits of a decimal float's text: '-0.00012340e-5' → '1234'."""
+    mantissa = text.lstrip("-").lower().split("e")[0].replace(".", "")
+    return mantissa.strip("0") or "0"
+
+
+def same_float(text, value):
+    """``text`` reads back as ``value``, bit for bit (NaN as NaN)."""
+    return math.isnan(value) and text == "nan" or struct.pack("<d", float(text)) == struct.pack("<d", value)
+
+
 @pytest.mark.parametrize("task", sorted(BATCHABLE))
-def test_metrics_csv_holds_the_repr_of_each_logged_value(task, tmp_path, monkeypatch):
-    """The bytes that samrepro wrote before rows were kept as arrays: csv.writer over ``str(step)`` and
-    ``repr(float(v))`` of each metric tensor's ``tolist()``, for every row of every run of a batch (a
-    diverging configuration, NaN metrics and values that carry autograd included)."""
+def test_metrics_csv_holds_each_logged_value_exactly_in_its_shortest_decimal(task, tmp_path, monkeypatch):
+    """Every row of every run of a batch (a diverging configuration, NaN metrics and values that carry autograd
+    included): its step, and each metric as the shortest decimal that reads back as the logged double."""
     logged = {}
     build = tasks.build
 
@@ -413,39 +422,90 @@ def test_metrics_csv_holds_the_repr_of_each_logged_value(task, tmp_path, monkeyp
     configs = [dict(opt="sam", lr=0.01, rho=0.05), dict(opt="usam", lr=1e300, rho=1e308), dict(opt="gd", lr=0.02)]
     runner.run([Run.of(cfg, tmp_path / str(i), **c) for i, c in enumerate(configs)])
     for c in range(len(configs)):
-        got = (tmp_path / str(c) / "metrics.csv").read_bytes()
-        names, *steps = [row[0] for row in rows(tmp_path / str(c))]
-        assert names == "step" and len(steps) == (1 if c == 1 else 5)
-        want = io.StringIO()
-        columns = next(iter(logged.values())).keys()
-        csv.writer(want, lineterminator="\n").writerows(
-            [["step", *columns], *([s, *(repr(float(logged[int(s)][k][c])) for k in columns)] for s in steps)])
-        assert got == want.getvalue().encode()
+        header, *body = rows(tmp_path / str(c))
+        assert header == ["step", *next(iter(logged.values()))] and len(body) == (1 if c == 1 else 5)
+        assert [int(r[0]) for r in body] == ([0] if c == 1 else [0, 2, 4, 6, 7])
+        for step, *fields in body:
+            want = [float(logged[int(step)][k][c]) for k in header[1:]]
+            assert all(same_float(f, v) and digits(f) == digits(repr(v)) for f, v in zip(fields, want, strict=True))
 
 
-def test_a_record_writes_its_rows_by_count_and_a_resumed_one_keeps_those_up_to_its_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setattr(records, "FLUSH_ROWS", 3)
-    monkeypatch.setattr(records, "FLUSH_VALUES", 40)
+def test_csv_lines_write_every_double_as_its_shortest_decimal():
+    """Random bit patterns (every exponent), the edges (±0, the subnormals, the largest double, the decades
+    where notations switch) and the non-finite: each field reads back bit for bit, with repr's digits."""
+    import numpy as np
+
+    bits = np.random.default_rng(0).integers(0, 2**64, 60_000, dtype=np.uint64, endpoint=False)
+    values = bits.view(np.float64)
+    edges = [0.0, -0.0, 5e-324, -2.2250738585072014e-308, 1.7976931348623157e308, 1e-5, 9.99e-5, 1e-4, 1e15,
+             1e16, 123456789012345680.0, 0.1, 1 / 3, math.nan, math.inf, -math.inf]
+    values = np.concatenate([values, edges, edges[::-1]]).reshape(-1, 4)
+    steps = np.arange(len(values)) * 7
+    lines = records.csv_lines(steps, values).decode().splitlines()
+    assert len(lines) == len(values)
+    for line, step, row in zip(lines, steps.tolist(), values.tolist()):
+        first, *fields = line.split(",")
+        assert first == str(step)
+        assert all(same_float(f, v) and (not math.isfinite(v) and f == repr(v) or digits(f) == digits(repr(v)))
+                   for f, v in zip(fields, row, strict=True)), line
+    assert records.csv_lines(steps[:0], values[:0]) == b""
+
+
+def test_a_record_writes_the_rows_of_its_column_and_a_resumed_one_keeps_those_up_to_its_checkpoint(tmp_path):
+    """A run's rows are those of its column in the logs it follows, where the log says they are due (a
+    narrowed batch logs fewer columns); written only when asked (flush, finish)."""
+    import numpy as np
+
     path = tmp_path / "metrics.csv"
     record = RunRecord(tmp_path, {"task": "t"}, ["a", "b"], {"lr": 0.1}, {})
-    block = array("d", [0.0, 0.0, 0.1, 1 / 3])  # two configurations' rows; this run's is the second
-    for step in range(2):
-        record.write_row(step, block, 2)
-    assert not path.exists() and record.last == {"a": 0.1, "b": 1 / 3} and record.steps_logged == 1
-    record.write_row(2, block, 2)  # the third waiting row: written
-    assert path.read_text() == "step,a,b\n" + "".join(f"{s},0.1,0.3333333333333333\n" for s in range(3))
-    wide = array("d", [float(i) for i in range(20)])
-    record.write_row(3, wide, 4)
-    assert len(rows(tmp_path)) == 1 + 3
-    record.write_row(4, wide, 6)  # 2 rows · 20 values ≥ FLUSH_VALUES: written before FLUSH_ROWS
-    assert rows(tmp_path)[4:] == [["3", "4.0", "5.0"], ["4", "6.0", "7.0"]]
+    log = train.MetricLog(2, 2)
+    record.follow(log, 1)
+    block = np.array([[0.0, 0.0], [0.1, 1 / 3]])  # two configurations' rows; this run's is the second
+    for step in range(3):
+        log.append(step, block, np.array([True, step != 1]), np.arange(2))  # step 1 is not a row of this run
+    assert not path.exists() and record.last == {"a": 0.1, "b": 1 / 3} and record.steps_logged == 2
+    record.flush()
+    assert path.read_text() == "step,a,b\n0,0.1,0.3333333333333333\n2,0.1,0.3333333333333333\n"
+    log.append(3, block[1:] + 1, np.array([True]), np.array([1]))  # the batch narrowed to this run
+    later = train.MetricLog(1, 2)  # the log that follows a full one
+    record.follow(later, 0)
+    later.append(4, np.array([[6.0, 7.0]]), np.array([True]), np.arange(1))
     record.finish("completed", 4, 0.0)
+    assert rows(tmp_path)[3:] == [["3", "1.1", "1.3333333333333333"], ["4", "6.0", "7.0"]]
     assert json.loads((tmp_path / "summary.json").read_text())["final"] == {"a": 6.0, "b": 7.0}
 
     resumed = RunRecord(tmp_path, {"task": "t"}, ["a", "b"], {"lr": 0.1}, {}, resume_step=3)  # its checkpoint: step 3
-    assert [r[0] for r in rows(tmp_path)] == ["step", "0", "1", "2", "3"] and not (tmp_path / "summary.json").exists()
-    assert resumed.last == {"a": 4.0, "b": 5.0} and resumed.steps_logged == 3
-    resumed.write_row(4, wide, 6)
+    assert [r[0] for r in rows(tmp_path)] == ["step", "0", "2", "3"] and not (tmp_path / "summary.json").exists()
+    assert resumed.last == {"a": 1.1, "b": 1.3333333333333333} and resumed.steps_logged == 3
+    log = train.MetricLog(1, 2)
+    resumed.follow(log, 0)
+    log.append(4, np.array([[6.0, 7.0]]), np.array([True]), np.arange(1))
     resumed.finish("completed", 4, 0.0)
-    assert [r[0] for r in rows(tmp_path)] == ["step", "0", "1", "2", "3", "4"]
-    assert rows(tmp_path)[-1] == ["4", "6.0", "7.0"]
+    assert [r[0] for r in rows(tmp_path)] == ["step", "0", "2", "3", "4"]
+
+
+def test_a_full_log_is_written_by_every_running_configuration(tmp_path, monkeypatch):
+    """The trainer writes its runs' rows once its log is full (rows or values), then logs on into a new one:
+    metrics.csv grows during the run, and ends as it does when the log never fills."""
+    cfg = compose("task=quadratic", "steps=9")
+    runner.run([Run.of(cfg, tmp_path / "whole" / str(i), lr=lr) for i, lr in enumerate((0.1, 0.2))])
+    sizes = []
+    write = records.write_text_atomic
+
+    def spy(path, text, clean=True):
+        if path.name == "metrics.csv":
+            sizes.append((path.parent.name, text.count(b"\n")))
+        write(path, text, clean)
+
+    monkeypatch.setattr(records, "write_text_atomic", spy)
+    monkeypatch.setattr(train.MetricLog, "ROWS", 4)
+    runner.run([Run.of(cfg, tmp_path / "parts" / str(i), lr=lr) for i, lr in enumerate((0.1, 0.2))])
+    assert sizes == [("0", 5), ("1", 5), ("0", 9), ("1", 9), ("0", 11), ("1", 11)]  # header + 4, + 4, + 2
+    monkeypatch.setattr(train.MetricLog, "ROWS", 10_000)
+    monkeypatch.setattr(train.MetricLog, "VALUES", 3 * 2 * 4)  # three logged steps of 2 configurations × 4 metrics
+    runner.run([Run.of(cfg, tmp_path / "values" / str(i), lr=lr) for i, lr in enumerate((0.1, 0.2))])
+    assert sizes[6:] == [("0", 4), ("1", 4), ("0", 7), ("1", 7), ("0", 10), ("1", 10), ("0", 11), ("1", 11)]
+    for i in "01":
+        whole = (tmp_path / "whole" / i / "metrics.csv").read_bytes()
+        assert (tmp_path / "parts" / i / "metrics.csv").read_bytes() == whole
+        assert (tmp_path / "values" / i / "metrics.csv").read_bytes() == whole

@@ -218,7 +218,7 @@ class BatchedSweeper(Sweeper):
             require(self.max_batch_size is None or (is_int(self.max_batch_size) and self.max_batch_size > 0),
                     "hydra.sweeper.max_batch_size", self.max_batch_size, "must be null or an integer > 0")
             runs = build_runs(self.hydra_context, self.config, jobs, 0)  # every job's config, composed
-            runner.check(runs)  # every config and folder checked before the sweep makes any folder
+            claims = runner.check(runs)  # every config and folder checked before the sweep makes any folder
             sweep_dir = Path(str(self.config.hydra.sweep.dir))
             record = sweep_dir / "multirun.yaml"
             old = record.read_text(errors="replace") if record.is_file() else None
@@ -233,8 +233,8 @@ class BatchedSweeper(Sweeper):
         size = self.max_batch_size or len(jobs)
         returns = []
         for start in range(0, len(jobs), size):
-            batch = (jobs[start:start + size], start)
-            returns.append(self.launcher.launch(*batch, runs=runs[start:start + size])
+            batch, part = (jobs[start:start + size], start), slice(start, start + size)
+            returns.append(self.launcher.launch(*batch, runs=runs[part], claims=claims[part])
                            if isinstance(self.launcher, BatchedLauncher) else self.launcher.launch(*batch))
             for r in returns[-1]:
                 _ = r.return_value  # raises a failed job's exception
@@ -364,9 +364,10 @@ class BatchedLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
-               runs: Sequence[runner.Run] | None = None) -> Sequence[JobReturn]:
-        """Runs the jobs (``runs``: their runs, when the sweeper has built them already). Hydra's callbacks
-        get on_job_start for every job before the batch starts and on_job_end for each after it ends."""
+               runs: Sequence[runner.Run] | None = None, claims: Sequence[str] | None = None) -> Sequence[JobReturn]:
+        """Runs the jobs (``runs``: their runs, when the sweeper has built them already, and ``claims``: what
+        its :func:`samrepro.runner.check` of them said). Hydra's callbacks get on_job_start for every job before
+        the batch starts and on_job_end for each after it ends."""
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         log.info(f"Launching {len(job_overrides)} jobs batched")
@@ -376,7 +377,7 @@ class BatchedLauncher(Launcher):
             job_configs = [self.job_config(r, o) for r, o in zip(runs, job_overrides)] if listeners else []
             for c in job_configs:
                 self.hydra_context.callbacks.on_job_start(config=c, task_function=self.task_function)
-            summaries = self.execute(list(runs))
+            summaries = self.execute(list(runs), claims)
         except ConfigError as err:
             fail(str(err))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -398,11 +399,11 @@ class BatchedLauncher(Launcher):
         hydra = yaml.load(run.hydra_record["hydra.yaml"], Loader=YamlLoader)
         return OmegaConf.create({**run.config, **hydra})
 
-    def execute(self, runs: list[runner.Run]) -> list[dict]:
+    def execute(self, runs: list[runner.Run], claims: Sequence[str] | None = None) -> list[dict]:
         """The runs' summaries, in order: all of them in this process, batched."""
         from samrepro import runner
 
-        return runner.run(runs)
+        return runner.run(runs, claims=claims)
 
 
 def chunk(runs: Sequence[runner.Run], n: int) -> list[list[int]]:
@@ -470,10 +471,11 @@ class _ChunkedLauncher(BatchedLauncher):
         """Each chunk's :class:`RunChunk`, in order."""
         raise NotImplementedError
 
-    def execute(self, runs: list[runner.Run]) -> list[dict]:
+    def execute(self, runs: list[runner.Run], claims: Sequence[str] | None = None) -> list[dict]:
         from samrepro import runner
 
-        runner.check(runs)  # a bad config or folder ends the sweep here, before any chunk has written a file
+        if claims is None:  # a bad config or folder ends the sweep here, before any chunk has written a file
+            runner.check(runs)
         chunks = chunk(runs, self.n_chunks(len(runs)))
         threads = runner.thread_share(self.config.threads, self.config.hydra.launcher)
         results = self.map([[runs[i] for i in c] for c in chunks], threads)
