@@ -17,7 +17,6 @@ summary recorded (a truncated or edited file) is recomputed, never served.
 from __future__ import annotations
 
 import csv
-import errno
 import hashlib
 import io
 import json
@@ -106,15 +105,13 @@ def remove_run_temps(run_dir: Path) -> None:
 @contextmanager
 def locked(run_dirs: Iterable[Path]) -> Iterator[None]:
     """Holds the lock of each run folder (made if absent) while the block runs, so that one process at a
-    time writes a folder: a file LOCK created exclusively (a hard link, which fails if it exists) to one file
-    of this call that names this host, process and time (:func:`_link_lock`: a folder's lock adds a name,
-    not a file). A lock left by a dead process of this host is taken over; a live one is a ConfigError
-    naming its holder, raised before any run starts. A locked folder's temp files left by killed writers are
-    removed (its writes skip that). The locks are released, and the folders this call made are removed
-    again if they are left empty, however the block ends."""
+    time writes a folder: a file LOCK created exclusively (a hard link, which fails if it exists), naming
+    this host, process and time. A lock left by a dead process of this host is taken over; a live one is a
+    ConfigError naming its holder, raised before any run starts. A locked folder's temp files left by killed
+    writers are removed (its writes skip that). The locks are released, and the folders this call made are
+    removed again if they are left empty, however the block ends."""
     made: list[Path] = []
     held: list[Path] = []
-    holders: list[Path] = []  # the files the locks link to
     existed: set[Path] = set()  # folders seen to exist (a sweep's run folders share their parents)
     try:
         for run_dir in (Path(os.path.abspath(d)) for d in run_dirs):  # no '..': its parents are its folders
@@ -126,7 +123,7 @@ def locked(run_dirs: Iterable[Path]) -> Iterator[None]:
             for attempt in range(3):
                 run_dir.mkdir(parents=True, exist_ok=True)
                 try:
-                    held.append(_take_lock(run_dir / LOCK, holders))
+                    held.append(_take_lock(run_dir / LOCK))
                     if run_dir in existed:  # a folder this call made holds no temp file
                         remove_run_temps(run_dir)
                     break
@@ -135,49 +132,38 @@ def locked(run_dirs: Iterable[Path]) -> Iterator[None]:
                         raise
         yield
     finally:
-        for path in [*held, *holders]:
+        for path in held:
             path.unlink(missing_ok=True)
         for folder in sorted(set(made), key=lambda p: len(p.parts), reverse=True):
             with suppress(OSError):  # not empty, or gone: another process is using it
                 folder.rmdir()
 
 
-def _take_lock(path: Path, holders: list[Path]) -> Path:
-    """Creates the lock ``path`` whole or not at all: a hard link to a file already written
-    (:func:`_link_lock`), which fails if ``path`` exists, so a kill cannot leave a lock without its holder."""
-    for _ in range(3):
-        try:
-            _link_lock(path, holders)
-            return path
-        except FileExistsError:
+def _take_lock(path: Path) -> Path:
+    """Creates the lock ``path`` whole or not at all: its text is written to a temp file first, then hard-linked
+    to ``path``, which fails if ``path`` exists (a kill between creating and writing the lock cannot leave it
+    empty, without a holder to judge)."""
+    tmp = temp_path(path)
+    write_text(tmp, f"{HOST} {os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+    try:
+        for _ in range(3):
             try:
-                holder = path.read_text()
-            except FileNotFoundError:  # its holder released it since: try again
-                continue
-            host, pid, started = (holder.split(maxsplit=2) + ["?", "?", "?"])[:3]
-            if host == HOST and pid.isdigit() and not _alive(int(pid)):
-                path.unlink(missing_ok=True)  # its process is gone: take it over
-                continue
-            raise ConfigError(f"{path.parent}: in use by process {pid} on {host} since {started.strip()}; run "
-                              f"it again once that one ends (or delete {path} if that process is gone)") from None
-    raise ConfigError(f"{path.parent}: its lock {path} is being taken over by another process; run it again")
-
-
-def _link_lock(path: Path, holders: list[Path]) -> None:
-    """Links ``path`` to the newest of ``holders``, the files that name this process as the holder of a lock;
-    to a new one, written beside ``path`` (a temp file of this process), where there is none yet or the link
-    cannot reach it (another filesystem, or the most links a file can have)."""
-    if holders:
-        try:
-            os.link(holders[-1], path)
-            return
-        except OSError as err:
-            if err.errno not in (errno.EXDEV, errno.EMLINK):
-                raise
-    holder = temp_path(path)
-    holders.append(holder)  # removed with the locks, however this ends
-    write_text(holder, f"{HOST} {os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
-    os.link(holder, path)
+                os.link(tmp, path)
+                return path
+            except FileExistsError:
+                try:
+                    holder = path.read_text()
+                except FileNotFoundError:  # its holder released it since: try again
+                    continue
+                host, pid, started = (holder.split(maxsplit=2) + ["?", "?", "?"])[:3]
+                if host == HOST and pid.isdigit() and not _alive(int(pid)):
+                    path.unlink(missing_ok=True)  # its process is gone: take it over
+                    continue
+                raise ConfigError(f"{path.parent}: in use by process {pid} on {host} since {started.strip()}; run "
+                                  f"it again once that one ends (or delete {path} if that process is gone)") from None
+        raise ConfigError(f"{path.parent}: its lock {path} is being taken over by another process; run it again")
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_text(path: Path, text: str | bytes) -> None:

@@ -2,7 +2,6 @@
 open files stay bounded, and a diverging configuration never disturbs the others of its batch."""
 
 import csv
-import errno
 import json
 import math
 import os
@@ -364,29 +363,6 @@ def test_a_kill_while_the_lock_is_made_leaves_no_lock_without_its_holder(tmp_pat
     monkeypatch.undo()
     (summary,) = runner.run([Run.of(cfg, tmp_path / "run")])
     assert summary["status"] == "completed" and not (tmp_path / "run" / LOCK).exists()
-
-
-def test_the_locks_of_a_batch_are_links_to_one_file_that_names_this_process(tmp_path, monkeypatch):
-    """Locking a folder adds a name, not a file: every lock is a hard link to one file of this process (a new
-    one where a link cannot reach it: here the third folder's link fails as on another filesystem), and all of
-    them are gone once the block ends."""
-    folders = [tmp_path / str(i) for i in range(4)]
-    link, calls = os.link, []
-
-    def other_filesystem_once(src, dst):
-        calls.append(dst)
-        if len(calls) == 3:
-            raise OSError(errno.EXDEV, "Invalid cross-device link")
-        link(src, dst)
-
-    monkeypatch.setattr(records.os, "link", other_filesystem_once)
-    with records.locked(folders):
-        inodes = [(f / LOCK).stat().st_ino for f in folders]
-        assert inodes[0] == inodes[1] != inodes[2] == inodes[3]
-        assert all((f / LOCK).read_text().split()[:2] == [HOST, str(os.getpid())] for f in folders)
-        temps = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.tmp"))
-        assert temps == [f"{i}/{LOCK}.{HOST}.{os.getpid()}.tmp" for i in (0, 2)]  # the two files the locks name
-    assert not any(tmp_path.iterdir())  # locks, their files and the folders it made: gone
 
 
 def test_jobs_that_share_a_folder_are_computed_once_or_refused(tmp_path):
