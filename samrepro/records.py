@@ -406,13 +406,19 @@ class RunRecord:
             with open(self.dir / METRICS, newline="") as f:
                 rows = list(csv.reader(f))[1:]
             kept = [r for r in rows if len(r) == len(self.columns) and int(r[0]) <= resume_step]
-            buf = io.StringIO()
-            csv.writer(buf, lineterminator="\n").writerows([self.columns, *kept])
-            write_text_atomic(self.dir / METRICS, buf.getvalue(), clean=False)
-            self._sha.update(buf.getvalue().encode())
+            text = self._csv_text([self.columns, *kept])
+            write_text_atomic(self.dir / METRICS, text, clean=False)
+            self._sha.update(text)
             self._written = True
             if kept:
                 self._last_written = (int(kept[-1][0]), dict(zip(self.columns[1:], map(float, kept[-1][1:]))))
+
+    @staticmethod
+    def _csv_text(rows: Iterable[Sequence[str]]) -> bytes:
+        """Rows of strings as CSV (a field with a comma or a quote quoted)."""
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(rows)
+        return buf.getvalue().encode()
 
     def follow(self, log: object, column: int) -> None:
         """From the next row on, this run's rows are those of ``column`` in ``log``, a
@@ -448,7 +454,7 @@ class RunRecord:
         if self._written:
             old = path.read_bytes()
         else:
-            old = (",".join(self.columns) + "\n").encode()
+            old = self._csv_text([self.columns])
             self._sha.update(old)
         self._last_written = self._last_row()
         write_text_atomic(path, old + new, clean=False)

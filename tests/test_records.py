@@ -458,6 +458,10 @@ def test_a_record_writes_the_rows_of_its_column_and_a_resumed_one_keeps_those_up
 
     path = tmp_path / "metrics.csv"
     record = RunRecord(tmp_path, {"task": "t"}, ["a", "b"], {"lr": 0.1}, {})
+    (tmp_path / "q").mkdir()
+    quoted = RunRecord(tmp_path / "q", {"task": "t"}, ["a,b", 'say "b"'], {"lr": 0.1}, {})  # a user task's names
+    quoted.finish("completed", 0, 0.0)
+    assert rows(tmp_path / "q") == [["step", "a,b", 'say "b"']]
     log = train.MetricLog(2, 2)
     record.follow(log, 1)
     block = np.array([[0.0, 0.0], [0.1, 1 / 3]])  # two configurations' rows; this run's is the second
