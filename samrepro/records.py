@@ -446,8 +446,9 @@ class RunRecord:
         """Writes the rows logged so far to metrics.csv (atomically): the file's text plus the new rows."""
         import numpy as np
 
-        rows = [log.rows(column, start) for log, column, start in self._follows]
-        new = csv_lines(*map(np.concatenate, zip(*rows))) if rows else b""
+        parts = [log.rows(column, start) for log, column, start in self._follows]
+        steps, values = (np.concatenate(a) for a in zip(*parts)) if parts else ((), ())
+        new = csv_lines(steps, values)
         if self._written and not new:
             return
         path = self.dir / METRICS
@@ -456,7 +457,8 @@ class RunRecord:
         else:
             old = self._csv_text([self.columns])
             self._sha.update(old)
-        self._last_written = self._last_row()
+        if len(steps):
+            self._last_written = (int(steps[-1]), dict(zip(self.columns[1:], values[-1].tolist())))
         write_text_atomic(path, old + new, clean=False)
         self._sha.update(new)
         self._written = True
