@@ -139,6 +139,25 @@ def locked(run_dirs: Iterable[Path]) -> Iterator[None]:
                 folder.rmdir()
 
 
+def lock_holder(path: Path) -> tuple[str, str, str] | None:
+    """The host, pid and start time a lock file names (``?`` for what it lacks); None without the file."""
+    try:
+        return tuple((path.read_text().split(maxsplit=2) + ["?", "?", "?"])[:3])
+    except FileNotFoundError:
+        return None
+
+
+def _dead(host: str, pid: str) -> bool:
+    """Whether a lock's holder is a process of this host that is gone."""
+    return host == HOST and pid.isdigit() and not _alive(int(pid))
+
+
+def left_by_the_dead(run_dir: Path) -> bool:
+    """Whether the folder holds the lock of a process of this host that is gone (a killed run's)."""
+    holder = lock_holder(Path(run_dir) / LOCK)
+    return holder is not None and _dead(*holder[:2])
+
+
 def _take_lock(path: Path) -> Path:
     """Creates the lock ``path`` whole or not at all: its text is written to a temp file first, then hard-linked
     to ``path``, which fails if ``path`` exists (a kill between creating and writing the lock cannot leave it
@@ -151,12 +170,11 @@ def _take_lock(path: Path) -> Path:
                 os.link(tmp, path)
                 return path
             except FileExistsError:
-                try:
-                    holder = path.read_text()
-                except FileNotFoundError:  # its holder released it since: try again
+                holder = lock_holder(path)
+                if holder is None:  # its holder released it since: try again
                     continue
-                host, pid, started = (holder.split(maxsplit=2) + ["?", "?", "?"])[:3]
-                if host == HOST and pid.isdigit() and not _alive(int(pid)):
+                host, pid, started = holder
+                if _dead(host, pid):
                     path.unlink(missing_ok=True)  # its process is gone: take it over
                     continue
                 raise ConfigError(f"{path.parent}: in use by process {pid} on {host} since {started.strip()}; run "

@@ -37,6 +37,7 @@ from samrepro.records import (
     claim,
     config_diff,
     fingerprint,
+    left_by_the_dead,
     locked,
     read_summary,
     remove_run_temps,
@@ -220,10 +221,12 @@ def run(runs: Sequence[Run], threads: int | None = None, claims: Sequence[str] |
     those finished before). Raises ConfigError before writing anything (:func:`check`, unless ``claims`` says
     what it returned for these runs) for a config that is not valid or a folder it may not use, and for a
     folder that another live process holds (:func:`samrepro.records.locked`: the folders are locked while
-    their runs compute). ``threads``: torch's CPU threads (None: each config's ``threads`` key, else torch's
-    default)."""
+    their runs compute; a finished folder still locked by a killed process of this host is locked and
+    released too, so that its dead lock and temp files go). ``threads``: torch's CPU threads (None: each
+    config's ``threads`` key, else torch's default)."""
     states = check(runs) if claims is None else claims
-    with locked(r.dir for r, s in zip(runs, states) if s not in ("done", "same")):
+    cleared = [r.dir for r, s in zip(runs, states) if s == "done" and left_by_the_dead(r.dir)]  # a killed run's lock
+    with locked([*(r.dir for r, s in zip(runs, states) if s not in ("done", "same")), *cleared]):
         states = [claim(r.dir, r.config, r.inputs) if s not in ("done", "same") else s  # claimed again, locked:
                   for r, s in zip(runs, states)]  # another process may have finished a run meanwhile
         return _run_claimed(runs, states, threads)

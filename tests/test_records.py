@@ -329,6 +329,20 @@ def test_one_process_at_a_time_writes_a_folder(tmp_path):
     assert summary["status"] == "completed" and not (stale / LOCK).exists()  # and released at the end
 
 
+def test_a_finished_folder_left_locked_by_a_killed_process_is_skipped_and_unlocked(tmp_path):
+    """Found by killing a sweep with kill -9 once some of its runs had finished: their folders kept the dead
+    process's lock (and a writer's temp file) after the sweep was resumed, as it skips finished runs. A skipped
+    folder's dead lock is now taken over and released, its result left as it was."""
+    cfg = compose("task=quadratic", "steps=4")
+    runner.run([Run.of(cfg, tmp_path / "run")])
+    finished = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    (tmp_path / "run" / LOCK).write_text(f"{HOST} {dead_pid()} 2026-01-01T00:00:00\n")
+    (tmp_path / "run" / f"summary.json.{HOST}.{dead_pid()}.tmp").write_text("half")
+    (summary,) = runner.run([Run.of(cfg, tmp_path / "run")])
+    left = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    assert summary["skipped"] and left == finished
+
+
 def test_a_lock_released_while_it_is_read_is_taken_not_reported_missing(tmp_path, monkeypatch):
     """Found while writing the race drill (scripts/drills.py; its lock churn meets it dozens of times in 3 s): a
     lock whose holder releases it between this process's failed link and its read of the holder ended the run
