@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from samrepro.records import CONFIG, METRICS, SUMMARY, flatten, load_yaml, read_summary, write_text_atomic
+from samrepro.records import CONFIG, METRICS, SUMMARY, flatten, load_yaml, read_summary, write_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,7 +68,7 @@ def collect(run_dirs: Iterable[Path], metrics: bool = True) -> pd.DataFrame:
 
 
 def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
-    write_text_atomic(Path(path), df.to_csv(index=False, lineterminator="\n"))
+    write_atomic(Path(path), df.to_csv(index=False, lineterminator="\n"))
 
 
 def describe(df: pd.DataFrame) -> str:

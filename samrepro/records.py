@@ -59,17 +59,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def write_atomic(path: Path, write: Callable[[Path], object], clean: bool = True) -> None:
-    """The one way samrepro writes a file: ``write(tmp)`` writes a temp file beside ``path``, named for this
-    host and process (``<name>.<host>.<pid>.tmp``: two writers never share one), then renamed onto
-    ``path``, so a kill leaves the old file or the new one. With ``clean``, temp files of ``path`` left by a
-    killed process of this host are removed first (a run folder's are removed once, when it is locked)."""
+def write_atomic(path: Path, data: str | bytes | dict | Callable[[Path], object], clean: bool = True) -> None:
+    """The one way samrepro writes a file. ``data`` — text (UTF-8), bytes, a dict (as indented JSON) or a
+    function that writes the path it is given — goes to a temp file beside ``path``, named for this host and
+    process (``<name>.<host>.<pid>.tmp``: two writers never share one), then renamed onto ``path``, so a kill
+    leaves the old file or the new one. With ``clean``, temp files of ``path`` left by a killed process of this
+    host are removed first (a run folder's are removed once, when it is locked)."""
     path = Path(path)
     if clean:
         remove_stale_temps(path.parent, f"{path.name}.")
     tmp = temp_path(path)
+    if isinstance(data, dict):
+        data = json.dumps(data, indent=2) + "\n"
     try:
-        write(tmp)
+        data(tmp) if callable(data) else write_text(tmp, data)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -195,14 +198,6 @@ def write_text(path: Path, text: str | bytes) -> None:
         os.close(fd)
 
 
-def write_text_atomic(path: Path, text: str | bytes, clean: bool = True) -> None:
-    write_atomic(path, lambda tmp: write_text(tmp, text), clean)
-
-
-def write_json_atomic(path: Path, payload: dict, clean: bool = True) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False) + "\n", clean)
-
-
 SWEPT = ("lr", "rho", "seed")  # the top-level numbers in which the runs of one sweep's compose differ
 
 
@@ -248,7 +243,7 @@ def write_config(run_dir: Path, config: Mapping, inputs: Mapping) -> str:
     the resolved config; returns the fingerprint, which its summary repeats."""
     digest = fingerprint(config, inputs)
     marker = f"{MARKER}, code {inputs.get('code')}, fingerprint {digest}\n"
-    write_text_atomic(Path(run_dir) / CONFIG, marker + yaml_text(dict(config)), clean=False)  # locked: cleaned
+    write_atomic(Path(run_dir) / CONFIG, marker + yaml_text(dict(config)), clean=False)  # locked: cleaned
     return digest
 
 
@@ -388,10 +383,8 @@ def csv_lines(steps: Sequence[int], values: Sequence[Sequence[float]]) -> bytes:
     rows = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)[2:-2].split(b"],[")
     for i in np.flatnonzero(~np.isfinite(values).all(1)):  # orjson writes them as null
         rows[i] = b",".join(orjson.dumps(v) if math.isfinite(v) else repr(v).encode() for v in values[i].tolist())
-    lines = [b""] * (2 * len(rows))
-    lines[::2] = orjson.dumps(np.asarray(steps, dtype=np.int64), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
-    lines[1::2] = rows
-    return b"%b,%b\n" * len(rows) % tuple(lines)
+    steps = orjson.dumps(np.asarray(steps, dtype=np.int64), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
+    return b"\n".join(map(b",".join, zip(steps, rows))) + b"\n"
 
 
 class RunRecord:
@@ -425,7 +418,7 @@ class RunRecord:
                 rows = list(csv.reader(f))[1:]
             kept = [r for r in rows if len(r) == len(self.columns) and int(r[0]) <= resume_step]
             text = self._csv_text([self.columns, *kept])
-            write_text_atomic(self.dir / METRICS, text, clean=False)
+            write_atomic(self.dir / METRICS, text, clean=False)
             self._sha.update(text)
             self._written = True
             if kept:
@@ -477,7 +470,7 @@ class RunRecord:
             self._sha.update(old)
         if len(steps):
             self._last_written = (int(steps[-1]), dict(zip(self.columns[1:], values[-1].tolist())))
-        write_text_atomic(path, old + new, clean=False)
+        write_atomic(path, old + new, clean=False)
         self._sha.update(new)
         self._written = True
         self._follows = [(log, column, log.size) for log, column, _ in self._follows[-1:]]
@@ -493,5 +486,5 @@ class RunRecord:
             "wall_seconds": round(wall_seconds, 3),
             **self.identity,
         }
-        write_json_atomic(self.dir / SUMMARY, summary, clean=False)
+        write_atomic(self.dir / SUMMARY, summary, clean=False)
         return summary

@@ -43,8 +43,6 @@ from samrepro.records import (
     remove_run_temps,
     write_atomic,
     write_config,
-    write_json_atomic,
-    write_text_atomic,
     yaml_text,
 )
 from samrepro.train import load_checkpoint, lr_schedule, train
@@ -89,7 +87,7 @@ class Run:
             (self.dir / HYDRA_DIR).mkdir(parents=True, exist_ok=True)
             for name, payload in self.hydra_record.items():  # a payload, or its YAML text
                 text = payload if isinstance(payload, str) else yaml_text(payload)
-                write_text_atomic(self.dir / HYDRA_DIR / name, text, clean=False)
+                write_atomic(self.dir / HYDRA_DIR / name, text, clean=False)
 
 
 BATCH_VALUES = ("lr", "rho", "seed", "steps", "lr_schedule")  # top-level keys in which a batch's runs may differ
@@ -279,9 +277,9 @@ def copy_result(source: Run, target: Run, summary: dict) -> dict:
     same rows, its own config, its own summary saying ``same_as``."""
     digest = write_config(target.dir, target.config, source.inputs)  # its folder made and locked by run()
     target.write_hydra_record()
-    write_text_atomic(target.dir / METRICS, (source.dir / METRICS).read_bytes(), clean=False)
+    write_atomic(target.dir / METRICS, (source.dir / METRICS).read_bytes(), clean=False)
     result = {**summary, **target.identity(), "fingerprint": digest, "same_as": str(source.dir)}
-    write_json_atomic(target.dir / SUMMARY, result, clean=False)
+    write_atomic(target.dir / SUMMARY, result, clean=False)
     return result
 
 
@@ -393,7 +391,7 @@ def run_stage(cfg: DictConfig, run_dir: Path, hydra_record: dict) -> dict:
     summary = {"status": "completed", "steps_done": sum(p["steps_done"] for p in phases.values()), "final": final,
                "checkpoint": str(save_to), "phases": phases, "fingerprint": digest,
                "inputs": inputs}
-    write_json_atomic(run_dir / "summary.json", summary)
+    write_atomic(run_dir / "summary.json", summary)
     return summary
 
 

@@ -21,7 +21,7 @@ from samrepro import records, runner, tasks, train
 from samrepro.cli import multirun
 from samrepro.collect import collect, run_folders
 from samrepro.config import ConfigError
-from samrepro.records import HOST, HYDRA_DIR, LOCK, RunRecord, claim, fingerprint, write_atomic, write_text_atomic
+from samrepro.records import HOST, HYDRA_DIR, LOCK, RunRecord, claim, fingerprint, write_atomic
 from samrepro.runner import Run
 
 
@@ -121,9 +121,9 @@ def test_claim_says_what_a_folder_may_be_used_for(tmp_path):
                                              ("lr_schedule.name=multistep", None)])  # decays at 1/2, 5/6 of steps
 def test_a_capped_run_continues_with_raised_steps_only_when_its_schedule_does_not_move(tmp_path, schedule, state):
     capped = Run.of(compose("task=quadratic", "steps=4", "lr_schedule.name=multistep", schedule), tmp_path).config
-    records.write_text_atomic(tmp_path / "config.yaml", records.yaml_text(capped))
+    records.write_atomic(tmp_path / "config.yaml", records.yaml_text(capped))
     (tmp_path / "checkpoint.pt").write_bytes(b"")
-    records.write_json_atomic(tmp_path / "summary.json", {"status": "completed", "until_reached": False,
+    records.write_atomic(tmp_path / "summary.json", {"status": "completed", "until_reached": False,
                                                           "fingerprint": fingerprint(capped)})
     raised = {**capped, "steps": 8}
     if state:
@@ -228,7 +228,7 @@ def test_an_older_samrepros_folder_without_a_key_added_since_is_recomputed_not_r
     def as_if_written_without_horizon(code: str) -> None:
         old = records.load_yaml(tmp_path / "config.yaml")
         del old["lr_schedule"]["horizon"]
-        records.write_text_atomic(tmp_path / "config.yaml", records.yaml_text(old))
+        records.write_atomic(tmp_path / "config.yaml", records.yaml_text(old))
         inputs = {**first["inputs"], "code": code}
         summary = json.loads((tmp_path / "summary.json").read_text())
         (tmp_path / "summary.json").write_text(json.dumps({**summary, "inputs": inputs,
@@ -305,7 +305,7 @@ def test_a_locked_run_folder_loses_the_temp_files_of_killed_writers_once(tmp_pat
         path.write_text("half a fi")
     with records.locked([run_dir]):
         assert not any(p.exists() for p in killed) and all(p.exists() for p in kept)
-        write_text_atomic(run_dir / "metrics.csv", "step\n", clean=False)
+        write_atomic(run_dir / "metrics.csv", "step\n", clean=False)
     assert sorted(p.name for p in run_dir.iterdir()) == sorted([HYDRA_DIR, "metrics.csv", *(p.name for p in kept)])
 
 
@@ -508,14 +508,14 @@ def test_a_full_log_is_written_by_every_running_configuration(tmp_path, monkeypa
     cfg = compose("task=quadratic", "steps=9")
     runner.run([Run.of(cfg, tmp_path / "whole" / str(i), lr=lr) for i, lr in enumerate((0.1, 0.2))])
     sizes = []
-    write = records.write_text_atomic
+    write = records.write_atomic
 
     def spy(path, text, clean=True):
         if path.name == "metrics.csv":
             sizes.append((path.parent.name, text.count(b"\n")))
         write(path, text, clean)
 
-    monkeypatch.setattr(records, "write_text_atomic", spy)
+    monkeypatch.setattr(records, "write_atomic", spy)
     monkeypatch.setattr(train.MetricLog, "ROWS", 4)
     runner.run([Run.of(cfg, tmp_path / "parts" / str(i), lr=lr) for i, lr in enumerate((0.1, 0.2))])
     assert sizes == [("0", 5), ("1", 5), ("0", 9), ("1", 9), ("0", 11), ("1", 11)]  # header + 4, + 4, + 2

@@ -17,7 +17,7 @@ from samrepro import theory
 from samrepro.figures import Claim, Figure, final_rows, save
 from samrepro.figures.columns import setting
 from samrepro.figures.dai_fig4 import COLORS, limit_claims
-from samrepro.records import write_text_atomic
+from samrepro.records import write_atomic
 
 SMALL_LR = 0.5  # Thm 35's hypothesis η ≤ ½: the regime in which Table 1's rows are scored
 
@@ -56,7 +56,7 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     x0, y0 = setting(df, "task.init")
     fig.suptitle(f"Dai et al. Table 1 on ℓ(xy) from ({x0:g}, √{y0**2:g}), {setting(df, 'steps'):,} steps")
     save(fig, stem)
-    write_text_atomic(stem.parent.parent / f"{stem.name}.md",
+    write_atomic(stem.parent.parent / f"{stem.name}.md",
         "# Dai et al. Table 1, measured (y∞² at the last step)\n\n" + table(final).to_markdown(floatfmt=".4g")
         + "\n")
 

@@ -34,7 +34,7 @@ from samrepro.cli import CONF_MODULE, multirun, one_line_errors
 from samrepro.collect import collect, write_csv_atomic
 from samrepro.config import ConfigError
 from samrepro.figures import KINDS, OUTSIDE, Claim, Figure, registry
-from samrepro.records import read_summary, write_text_atomic
+from samrepro.records import read_summary, write_atomic
 from samrepro.runner import code_version
 
 matplotlib.use("Agg")
@@ -198,7 +198,7 @@ def produce(fig_id: str, results: Path, gpu: bool) -> tuple[str, list[Claim], bo
         return f"{fig_id}: not run ({needs(fig)})", not_run(fig, needs(fig)), True
     made["drawn_from"] = draw_if_stale(fig, df, results / "figures" / fig_id, file_sha256(csv), manifest)
     if made != manifest:
-        write_text_atomic(manifest_path, json.dumps(made, indent=2, sort_keys=True) + "\n")
+        write_atomic(manifest_path, json.dumps(made, indent=2, sort_keys=True) + "\n")
     written = [str(p) for p, state in file_states(outputs).items() if before.get(p) != state]
     return (f"{fig_id}: {len(df)} rows in {time.perf_counter() - start:.1f} s; "
             + (f"wrote {', '.join(written)}" if written else "up to date, nothing written")), fig.claims(df), True
@@ -276,7 +276,7 @@ def make_figures(argv: list[str] | None) -> None:
             if fig_id not in rows:
                 csv = args.results / f"{fig_id}.csv"
                 rows[fig_id] = fig.claims(pd.read_csv(csv)) if csv.exists() else not_run(fig, needs(fig))
-        write_text_atomic(claims_md, claims_markdown([(fig, rows[fig_id]) for fig_id, fig in figures.items()]))
+        write_atomic(claims_md, claims_markdown([(fig, rows[fig_id]) for fig_id, fig in figures.items()]))
         print(f"wrote {claims_md}")
     if failed:
         failed = [i for i in figures if i in failed]  # in the registry's order, whichever worker ended first

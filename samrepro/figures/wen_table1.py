@@ -30,7 +30,7 @@ import torch
 
 from samrepro import sharpness, theory
 from samrepro.figures import Claim, Figure, save
-from samrepro.records import write_text_atomic
+from samrepro.records import write_atomic
 
 RHOS = (0.1, 0.01, 0.001)
 TOLERANCE = 0.01  # relative error of R^max/ρ², R^asc/ρ² at the smallest ρ against the limit
@@ -152,7 +152,7 @@ def draw(df: pd.DataFrame, stem: Path) -> None:
     columns = ["loss", "point", "eigenvalues", "max", "limit_max", "asc", "limit_asc", "avg", "avg_se",
                "limit_avg", "smax", "sasc", "limit_smax"]
     table = df[df.rho == df.rho.min()][columns]
-    write_text_atomic(stem.parent.parent / f"{stem.name}.md",
+    write_atomic(stem.parent.parent / f"{stem.name}.md",
         f"# Wen et al. Table 1 and Thm 9, 10, measured at ρ = {df.rho.min():g} (R/ρ² and the predicted limits; "
         "smax, sasc: E_k over the per-example losses, both → Tr/2 = limit_smax)\n\n"
         + table.to_markdown(index=False, floatfmt=".5g") + "\n")

@@ -19,6 +19,7 @@ split those runs into chunks (:func:`chunk`) and run each chunk batched in a wor
 
 from __future__ import annotations
 
+import gc
 import importlib
 import inspect
 import itertools
@@ -47,7 +48,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from samrepro.config import ConfigError, fail, is_int, require, run_dirname, validate
-from samrepro.records import YamlDumper, YamlLoader, read_summary, write_text_atomic
+from samrepro.records import YamlDumper, YamlLoader, read_summary, write_atomic
 
 if TYPE_CHECKING:  # the runner imports torch: it is imported once runs are built, not to print --help
     from samrepro import runner
@@ -210,6 +211,13 @@ class BatchedSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         from samrepro import runner
 
+        gc.freeze()  # what exists now (torch, Hydra, the config) lives as long as the sweep: the cyclic collector,
+        try:  # which the allocations of a large sweep run hundreds of times, skips it (0.4 s of a 2,700-run sweep)
+            return self._sweep(arguments, runner)
+        finally:
+            gc.unfreeze()
+
+    def _sweep(self, arguments: list[str], runner: ModuleType) -> list[Sequence[JobReturn]]:
         started = time.perf_counter()
         try:
             jobs = self.jobs(arguments)
@@ -229,7 +237,7 @@ class BatchedSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         text = f"{SWEEP_MARKER}\n{OmegaConf.to_yaml(self.config)}"
         if old != text:  # a finished sweep run again writes nothing
-            write_text_atomic(record, text)
+            write_atomic(record, text)
         size = self.max_batch_size or len(jobs)
         returns = []
         for start in range(0, len(jobs), size):
