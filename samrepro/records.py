@@ -1,17 +1,8 @@
-"""The run folder: what it holds and whose it is (samrepro/collect.py reads many of them).
-
-A run folder holds ``config.yaml`` (samrepro's copy of the resolved config), ``metrics.csv`` (tidy, one
-row per logged step, ``step`` first; each float the shortest decimal that reads back as the same double, so
-the same run gives the same bytes),
-``summary.json`` (status, final metrics and the config's fingerprint), ``.hydra/`` (Hydra's record of the
-config and overrides) and, for resumable runs, ``checkpoint.pt``. Every file is written atomically
-(temp file + rename), so a kill leaves either the old file or the new one, never half of one.
-
-A folder is samrepro's when its ``config.yaml``, the first file samrepro writes there, starts with
-samrepro's marker line (its code version and the run's fingerprint). :func:`claim` refuses a folder with
-files samrepro did not write, or with samrepro's file names but no marker, or holding another config's
-result, and never deletes anything. A finished run whose metrics.csv no longer has the checksum its
-summary recorded (a truncated or edited file) is recomputed, never served.
+"""The run folder: ``config.yaml`` (samrepro's marker line, then the resolved config; written first),
+``metrics.csv`` (a row per logged step, each float the shortest text that reads back as the same double),
+``summary.json`` (written last), ``.hydra/`` (Hydra's record) and, for resumable runs, ``checkpoint.pt``, each
+written atomically. :func:`claim` refuses a folder holding files samrepro did not write or another config's
+result, and never deletes anything; a finished run whose metrics.csv lost its recorded checksum is recomputed.
 """
 
 from __future__ import annotations
@@ -24,6 +15,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -79,6 +71,15 @@ def write_atomic(path: Path, data: str | bytes | dict | Callable[[Path], object]
         raise
 
 
+def link_or_copy(source: Path, path: Path) -> None:
+    """``source``'s bytes at ``path``: a hard link (samrepro replaces a file, never rewrites it in place; an edit
+    in place of either shows in both runs' checksums), or a copy where there can be none (another device)."""
+    try:
+        os.link(source, path)
+    except OSError:
+        shutil.copyfile(source, path)
+
+
 def temp_path(path: Path) -> Path:
     """This process's temp file for ``path``: ``<name>.<host>.<pid>.tmp`` (what :func:`remove_stale_temps` reads)."""
     return path.with_name(f"{path.name}.{HOST}.{os.getpid()}.tmp")
@@ -107,12 +108,9 @@ def remove_run_temps(run_dir: Path) -> None:
 
 @contextmanager
 def locked(run_dirs: Iterable[Path]) -> Iterator[None]:
-    """Holds the lock of each run folder (made if absent) while the block runs, so that one process at a
-    time writes a folder: a file LOCK created exclusively (a hard link, which fails if it exists), naming
-    this host, process and time. A lock left by a dead process of this host is taken over; a live one is a
-    ConfigError naming its holder, raised before any run starts. A locked folder's temp files left by killed
-    writers are removed (its writes skip that). The locks are released, and the folders this call made are
-    removed again if they are left empty, however the block ends."""
+    """Holds the lock of each run folder (made if absent) while the block runs: one process at a time writes
+    a folder. A dead holder's lock (this host) is taken over, a live one is a ConfigError naming it; killed
+    writers' temp files go. The locks are released, and folders this call made and left empty removed."""
     made: list[Path] = []
     held: list[Path] = []
     existed: set[Path] = set()  # folders seen to exist (a sweep's run folders share their parents)
@@ -388,18 +386,11 @@ def csv_lines(steps: Sequence[int], values: Sequence[Sequence[float]]) -> bytes:
 
 
 class RunRecord:
-    """Writes one run's folder as it goes: its config first, its rows, its summary last. Only one file
-    is open at a time, whatever the number of configurations in a batch.
-
-    The trainer logs the rows of a whole batch at once, into a log (:class:`samrepro.train.MetricLog`) that
-    each run :meth:`follow`s at its column, so logging a row builds and formats nothing per run. Rows become
-    CSV text (:func:`csv_lines`) only when metrics.csv is written: when the trainer says (its log is full,
-    before each checkpoint) and at the end. Each write rewrites the file atomically as the text already on
-    disk plus the new rows: a kill leaves the old file or the new one, never a partial row.
-
-    ``identity`` (task, opt, lr, rho, seed) is repeated in the summary beside the run's ``inputs`` and the
-    fingerprint of its config and inputs.
-    """
+    """Writes one run's folder as it goes: its config first, its rows, its summary (with ``identity``: task,
+    opt, lr, rho, seed; its inputs and fingerprint) last. The trainer logs a whole batch's rows into one
+    :class:`samrepro.train.MetricLog` that each run :meth:`follow`s at its column; they become CSV text
+    (:func:`csv_lines`) only when metrics.csv is rewritten (atomically, the text on disk plus the new rows):
+    when the trainer's log is full, before each checkpoint and at the end."""
 
     def __init__(self, run_dir: Path, identity: dict, metric_names: Sequence[str], config: Mapping,
                  inputs: Mapping, resume_step: int = 0):

@@ -38,6 +38,7 @@ from samrepro.records import (
     config_diff,
     fingerprint,
     left_by_the_dead,
+    link_or_copy,
     locked,
     read_summary,
     remove_run_temps,
@@ -277,7 +278,7 @@ def copy_result(source: Run, target: Run, summary: dict) -> dict:
     same rows, its own config, its own summary saying ``same_as``."""
     digest = write_config(target.dir, target.config, source.inputs)  # its folder made and locked by run()
     target.write_hydra_record()
-    write_atomic(target.dir / METRICS, (source.dir / METRICS).read_bytes(), clean=False)
+    write_atomic(target.dir / METRICS, lambda tmp: link_or_copy(source.dir / METRICS, tmp), clean=False)
     result = {**summary, **target.identity(), "fingerprint": digest, "same_as": str(source.dir)}
     write_atomic(target.dir / SUMMARY, result, clean=False)
     return result

@@ -133,16 +133,28 @@ def test_a_capped_run_continues_with_raised_steps_only_when_its_schedule_does_no
             claim(tmp_path, raised)
 
 
-def test_gd_runs_once_per_config_whatever_rho(tmp_path):
+def test_gd_runs_once_per_config_whatever_rho(tmp_path, monkeypatch):
     cfg = compose("task=quadratic", "steps=10", "log_every=5")
     runs = [Run.of(cfg, tmp_path / f"gd{rho}", opt="gd", rho=rho) for rho in (0.0, 0.1, 0.2)]
     first, *copies = runner.run(runs)
     assert "same_as" not in first
+    rows = (runs[0].dir / "metrics.csv").read_bytes()
     for run, summary in zip(runs[1:], copies):
         assert summary["same_as"] == str(runs[0].dir) and summary["rho"] == run.config["rho"]
-        assert (run.dir / "metrics.csv").read_bytes() == (runs[0].dir / "metrics.csv").read_bytes()
+        assert os.path.samefile(run.dir / "metrics.csv", runs[0].dir / "metrics.csv")  # shared, not copied
         assert summary["fingerprint"] == fingerprint(run.config, run.inputs) != first["fingerprint"]
     assert runner.run(runs) == [{**s, "skipped": True} for s in (first, *copies)]  # all three finished now
+    with open(runs[2].dir / "metrics.csv", "ab") as f:  # an edit in place shows in every run that shares the file
+        f.write(b"99,0,0,0\n")
+    assert [s.get("skipped") for s in runner.run(runs)] == [None, None, None]
+    link = os.link  # metrics.csv on another device: a copy
+    monkeypatch.setattr(os, "link", lambda src, dst: link(src, dst) if Path(src).name != "metrics.csv" else (
+        _ for _ in ()).throw(OSError(18, "Invalid cross-device link")))
+    runner.run([Run.of(cfg, tmp_path / "other" / f"{rho}", opt="gd", rho=rho) for rho in (0.0, 0.1)])
+    assert (tmp_path / "other" / "0.1" / "metrics.csv").read_bytes() == rows
+    assert not os.path.samefile(tmp_path / "other" / "0.1" / "metrics.csv", tmp_path / "other" / "0.0" / "metrics.csv")
+    for run in runs:
+        assert (run.dir / "metrics.csv").read_bytes() == rows
 
 
 @pytest.mark.slow

@@ -1,20 +1,13 @@
-"""The batched Hydra sweeper and launcher, defaults of ``samrepro -m`` (``hydra/sweeper=batched``,
-``hydra/launcher=batched``: conf/hydra/).
+"""The batched Hydra sweeper and launcher, defaults of ``samrepro -m`` (conf/hydra/), installed as
+``hydra_plugins.samrepro_launcher`` (and registered by :mod:`samrepro.cli`: Hydra's scan misses editable installs).
 
-Installed as ``hydra_plugins.samrepro_launcher`` (pyproject.toml), the namespace in which Hydra looks for
-plugins; :mod:`samrepro.cli` also registers them, since Hydra's scan does not see an editable install.
-
-The sweeper is Hydra's basic one — the same jobs, in the same order, with any launcher — but for its early
-check of every job: Hydra's composes every job (~0.1–0.4 s each: minutes for a 30 × 30 × 3 grid), ours each
-distinct set of overrides other than ``lr``, ``rho`` and ``seed`` once (config-group choices such as
-``opt=usam`` included), then applies each job's scalar overrides to that unresolved config before it is
-resolved, so each job's config is the one Hydra composes for it (``${lr}`` interpolations included).
-Each job gets the run folder and the ``.hydra/`` record (config.yaml, hydra.yaml, overrides.yaml) that
-Hydra's own launcher would write, and the launcher, handed the whole sweep, runs them all batched
-(:func:`samrepro.runner.run`).
-
-Its joblib and submitit variants (``hydra/launcher=local_parallel``, ``slurm``, ``batched_submitit_local``)
-split those runs into chunks (:func:`chunk`) and run each chunk batched in a worker process or job.
+The sweeper makes Hydra's basic sweeper's jobs, in its order, for any launcher, but checks every job before
+any folder is made: it composes each distinct set of overrides other than ``lr``, ``rho`` and ``seed`` once
+(Hydra composes every job: minutes for a 30 × 30 × 3 grid) and applies each job's scalars to that unresolved
+config, so each job's config is the one Hydra composes for it. Each job gets the run folder and ``.hydra/``
+record Hydra's launcher would write; the launcher runs them all batched (:func:`samrepro.runner.run`), and its
+joblib and submitit variants (``local_parallel``, ``slurm``, ``batched_submitit_local``) in chunks
+(:func:`chunk`), each batched in a worker process or job.
 """
 
 from __future__ import annotations
