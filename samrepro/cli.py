@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -109,14 +109,31 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main() -> None:
-    """Console entry point: Hydra's command line, with one-line errors. SIGTERM (a time limit, ``scancel``,
-    ``kill``) is an interruption like Ctrl-C: the running configurations keep their rows and say so."""
+@contextmanager
+def interruptible(program: str, kept: str) -> Iterator[None]:
+    """SIGTERM (a time limit, ``scancel``, ``kill``) is an interruption like Ctrl-C; either ends the block
+    with one line, ``<program>: interrupted; <kept>``, and exit code 130."""
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with one_line_errors():
-            run()
+        yield
     except KeyboardInterrupt:
-        print("samrepro: interrupted; the rows logged so far and summary.json (status interrupted) are kept "
-              "in each run folder that had started", file=sys.stderr)
+        print(f"{program}: interrupted; {kept}", file=sys.stderr)
         sys.exit(130)
+
+
+def main() -> None:
+    """Console entry point: Hydra's command line, with one-line errors and interruptions (the running
+    configurations keep their rows and say so)."""
+    with interruptible("samrepro", "the rows logged so far and summary.json (status interrupted) are kept in "
+                                   "each run folder that had started"), one_line_errors():
+        run()
+
+
+def figs() -> None:
+    """Console entry point of ``samrepro-figs`` (:mod:`samrepro.figures.make`), whose imports (torch, pandas,
+    matplotlib) take seconds: an interruption during them is one line too."""
+    with interruptible("samrepro-figs", "the runs in progress say so in their folders, and the finished runs and "
+                                        "figures are kept: the same command goes on from there"):
+        from samrepro.figures.make import main as make_figures
+
+        make_figures()

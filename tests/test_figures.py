@@ -7,8 +7,10 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -212,3 +214,29 @@ def test_listing_the_figures_does_not_import_torchvision():
             "print(sorted({'torchvision', 'samrepro.tasks.cifar10'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("sig, group", [(signal.SIGINT, True), (signal.SIGTERM, False)], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_samrepro_figs_says_so_in_one_line_and_goes_on_from_there(tmp_path, sig, group):
+    """Ctrl-C (the terminal's SIGINT reaches every process of the group) or a SIGTERM to samrepro-figs alone,
+    while its two worker processes compute: exit code 130 and one line — no worker's traceback, no warning —,
+    no lock or temp file left, the runs that were training say ``interrupted``; the same command then finishes
+    them and draws the figures."""
+    cmd = [str(Path(sys.executable).parent / "samrepro-figs"), "dai_fig4", "dai_thm3", "--results", "results", "-j2"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(tmp_path.glob("runs/*/*/config.yaml")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # until a run is written
+    (os.killpg if group else os.kill)(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.splitlines() == [
+        "samrepro-figs: interrupted; the runs in progress say so in their folders, and the finished runs and figures "
+        "are kept: the same command goes on from there"], err
+    statuses = {json.loads(p.read_text())["status"] for p in tmp_path.glob("runs/*/*/summary.json")}
+    assert statuses <= {"interrupted", "completed"}, statuses  # none, where the signal came before training
+    assert not [p for p in tmp_path.rglob("*") if p.name == ".samrepro.lock" or p.name.endswith(".tmp")]
+    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert {json.loads(p.read_text())["status"] for p in tmp_path.glob("runs/*/*/summary.json")} == {"completed"}
+    assert all((tmp_path / "results" / "figures" / f"{i}.png").exists() for i in ("dai_fig4", "dai_thm3"))

@@ -17,12 +17,14 @@ import hashlib
 import inspect
 import json
 import multiprocessing
+import multiprocessing.synchronize
 import os
+import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from importlib import resources
 from pathlib import Path
 
@@ -209,6 +211,52 @@ def produce_group(fig_ids: list[str], results: Path, gpu: bool) -> list[tuple[st
     return [produce(fig_id, results, gpu) for fig_id in fig_ids]
 
 
+INTERRUPTIONS = (signal.SIGINT, signal.SIGTERM)
+_stop: multiprocessing.synchronize.Event | None = None  # in a worker: set by its parent once interrupted
+
+
+def _start_worker(stop: multiprocessing.synchronize.Event) -> None:
+    """A worker's initializer (it started ignoring Ctrl-C and SIGTERM: :func:`interruptions_ignored`)."""
+    global _stop
+    _stop = stop
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """A handler that does nothing (SIG_IGN set while a signal is pending would raise in its place)."""
+
+
+def _interrupt_once(signum: int, frame: object) -> None:
+    for sig in INTERRUPTIONS:  # a second signal (the group's, then the parent's) must not cut the first short
+        signal.signal(sig, _ignore)
+    raise KeyboardInterrupt
+
+
+def work(fig_ids: list[str], results: Path, gpu: bool) -> list[tuple[str, list[Claim], bool]] | None:
+    """:func:`produce_group` in a worker process, which ignores Ctrl-C and SIGTERM while it waits for work (so
+    that no worker prints a traceback) and is interrupted by one while it works: the runs in progress say
+    ``interrupted``, and it returns None, as it does for work that reaches it after its parent was interrupted."""
+    for sig in INTERRUPTIONS:
+        signal.signal(sig, _interrupt_once)
+    try:
+        return None if _stop.is_set() else produce_group(fig_ids, results, gpu)
+    except KeyboardInterrupt:
+        return None
+    finally:
+        for sig in INTERRUPTIONS:
+            signal.signal(sig, _ignore)
+
+
+@contextmanager
+def interruptions_ignored() -> Iterator[None]:
+    """Ctrl-C and SIGTERM ignored in the block; processes started in it inherit that."""
+    saved = [signal.signal(sig, signal.SIG_IGN) for sig in INTERRUPTIONS]
+    try:
+        yield
+    finally:
+        for sig, handler in zip(INTERRUPTIONS, saved):
+            signal.signal(sig, handler)
+
+
 # The longest figures, longest first (each started as a worker is free, so that none is left with a long one at
 # the end), in seconds on the 2-core reference machine, 2026-12-04: dai_thm2 74, ahn_fig1 39, dai_fig9 29,
 # dai_fig2 28, dai_fig7 19, wen_fig1 18, wen_thm4 12, wen_table1 12, dai_fig6 11, stability_matrix_sensing 11.
@@ -228,7 +276,8 @@ def sweep_groups(fig_ids: list[str]) -> list[list[str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``samrepro-figs``; an operational error (a full disk, a read-only results folder) is one line."""
+    """``samrepro-figs`` (through :func:`samrepro.cli.figs`); an operational error (a full disk, a read-only
+    results folder) is one line."""
     with one_line_errors():
         make_figures(argv)
 
@@ -253,18 +302,32 @@ def make_figures(argv: list[str] | None) -> None:
     rows, failed = {}, []
     groups = sweep_groups(args.ids or list(figures))
     jobs = max(1, min(args.jobs or os.cpu_count() or 1, len(groups)))
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) if jobs > 1 else None
+    context, stop = multiprocessing.get_context("spawn"), None
+    if jobs > 1:
+        stop = context.Event()
+    pool = ProcessPoolExecutor(jobs, context, _start_worker, (stop,)) if jobs > 1 else None
     with pool or nullcontext():  # the workers make the figures; this process assembles the claims
         if pool:
-            futures = {pool.submit(produce_group, g, args.results, args.gpu): g for g in groups}
+            with interruptions_ignored():  # the workers start now: see work()
+                futures = {pool.submit(work, g, args.results, args.gpu): g for g in groups}
             done = ((futures[f], f.result()) for f in as_completed(futures))  # each group as it ends
         else:
             done = ((g, produce_group(g, args.results, args.gpu)) for g in groups)
-        for group, result in done:
-            for fig_id, (message, claims, ok) in zip(group, result):
-                print(message, flush=True)
-                rows[fig_id] = claims
-                failed += [] if ok else [fig_id]
+        try:
+            for group, result in done:
+                if result is None:  # its worker was interrupted
+                    raise KeyboardInterrupt
+                for fig_id, (message, claims, ok) in zip(group, result):
+                    print(message, flush=True)
+                    rows[fig_id] = claims
+                    failed += [] if ok else [fig_id]
+        except KeyboardInterrupt:
+            if pool:  # the figures in progress are interrupted (if the signal did not reach the workers too),
+                stop.set()  # those not started dropped, and the workers waited for
+                for worker in multiprocessing.active_children():
+                    worker.terminate()
+                pool.shutdown(cancel_futures=True)
+            raise
     for fig_id in [i for i in figures if i in rows]:  # the claims in the registry's order
         for c in rows[fig_id]:
             print(f"  [{c.verdict}] {fig_id}: {c.claim} — measured {c.measured}")
