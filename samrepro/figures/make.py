@@ -302,9 +302,8 @@ def make_figures(argv: list[str] | None) -> None:
     rows, failed = {}, []
     groups = sweep_groups(args.ids or list(figures))
     jobs = max(1, min(args.jobs or os.cpu_count() or 1, len(groups)))
-    context, stop = multiprocessing.get_context("spawn"), None
-    if jobs > 1:
-        stop = context.Event()
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event() if jobs > 1 else None  # set once this process is interrupted: see work()
     pool = ProcessPoolExecutor(jobs, context, _start_worker, (stop,)) if jobs > 1 else None
     with pool or nullcontext():  # the workers make the figures; this process assembles the claims
         if pool:
