@@ -124,7 +124,7 @@ def test_a_capped_run_continues_with_raised_steps_only_when_its_schedule_does_no
     records.write_atomic(tmp_path / "config.yaml", records.yaml_text(capped))
     (tmp_path / "checkpoint.pt").write_bytes(b"")
     records.write_atomic(tmp_path / "summary.json", {"status": "completed", "until_reached": False,
-                                                          "fingerprint": fingerprint(capped)})
+                                                     "fingerprint": fingerprint(capped)})
     raised = {**capped, "steps": 8}
     if state:
         assert claim(tmp_path, raised) == state

@@ -202,15 +202,17 @@ class BatchedSweeper(Sweeper):
         return [list(job) for job in itertools.product(*choices.values())]
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
-        from samrepro import runner
+        from samrepro import runner  # noqa: F401 (torch and the runner, imported before the freeze below)
 
         gc.freeze()  # what exists now (torch, Hydra, the config) lives as long as the sweep: the cyclic collector,
         try:  # which the allocations of a large sweep run hundreds of times, skips it (0.4 s of a 2,700-run sweep)
-            return self._sweep(arguments, runner)
+            return self._sweep(arguments)
         finally:
             gc.unfreeze()
 
-    def _sweep(self, arguments: list[str], runner: ModuleType) -> list[Sequence[JobReturn]]:
+    def _sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
+        from samrepro import runner
+
         started = time.perf_counter()
         try:
             jobs = self.jobs(arguments)
