@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,24 @@ def test_dai_fig1_calibration_row_checks_the_measured_initial_sharpness():
 
 def test_registry_has_the_foundation_figures():
     assert {"dai_fig4", "dai_table1", "dai_thm1", "dai_thm2"} <= set(registry())
+
+
+def test_the_cpu_figures_run_on_the_cpu_also_where_there_is_a_gpu():
+    """Their experiments say device: cpu (a GPU machine's make figs gives the committed bytes; the small
+    tensors run no faster on a GPU); the GPU figures' and the paper-size ones say auto."""
+    from hydra import compose, initialize_config_module
+
+    from samrepro.cli import CONF_MODULE
+
+    figures = registry()
+    experiments = resources.files(CONF_MODULE) / "experiment"
+    with initialize_config_module(version_base="1.3", config_module=CONF_MODULE):
+        device = {name: compose("config", overrides=[f"experiment={name}"]).device
+                  for name in [*figures, "dai_fig1_paper", "dai_fig2_paper"]
+                  if (experiments / f"{name}.yaml").is_file()}
+    assert {name for name, d in device.items() if d == "cpu"} == {
+        name for name in device if name in figures and not figures[name].gpu}
+    assert {d for name, d in device.items() if d != "cpu"} == {"auto"}
 
 
 def test_a_full_run_sweeps_draws_and_rewrites_claims_md(tmp_path, monkeypatch, capsys):
