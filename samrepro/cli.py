@@ -63,6 +63,19 @@ def run(cfg: DictConfig) -> dict | float:
     return job_value({**summary, "run_dir": str(run_dir)}, cfg.objective)
 
 
+def interrupted(err: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is among the causes and contexts of ``err`` (raised while handling one)."""
+    pending, seen = [err], set()
+    while pending:
+        err = pending.pop()
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        if err is not None and id(err) not in seen:
+            seen.add(id(err))
+            pending += [err.__cause__, err.__context__]
+    return False
+
+
 @contextmanager
 def one_line_errors():
     """Hydra's and OmegaConf's errors, samrepro's ConfigError and the system's (OSError: a full disk, a
@@ -72,17 +85,19 @@ def one_line_errors():
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its multi-line report
     try:
         yield
-    except ConfigError as err:
-        fail(str(err))
-    except (HydraException, OmegaConfBaseException) as err:
-        if user_full_error:
-            raise
-        fail(hydra_error_line(err))
-    except BrokenPipeError:  # the reader of the output has gone (samrepro --help | head): nothing to say
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(141)
-    except OSError as err:  # a full disk, a read-only folder, a name too long: the path and what the system said
-        fail(f"{err.filename or ''}: {err.strerror or err}")
+    except Exception as err:
+        if interrupted(err):  # a Ctrl-C while Hydra composes can surface as its error, or OmegaConf's
+            raise KeyboardInterrupt from err
+        if isinstance(err, ConfigError):
+            fail(str(err))
+        if isinstance(err, (HydraException, OmegaConfBaseException)) and not user_full_error:
+            fail(hydra_error_line(err))
+        if isinstance(err, BrokenPipeError):  # the reader of the output has gone (samrepro --help | head)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
+        if isinstance(err, OSError):  # a full disk, a read-only folder, a name too long: the path, the reason
+            fail(f"{err.filename or ''}: {err.strerror or err}")
+        raise
     finally:
         if not user_full_error:
             del os.environ["HYDRA_FULL_ERROR"]

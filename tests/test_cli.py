@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -190,3 +191,31 @@ def test_sigterm_is_an_interruption_that_keeps_the_rows(tmp_path):
     summary = json.loads((tmp_path / "long" / "summary.json").read_text())
     rows = read_rows(tmp_path / "long" / "metrics.csv")[1:]
     assert summary["status"] == "interrupted" and summary["steps_done"] == int(rows[-1][0]) >= 1000
+
+
+def test_a_ctrl_c_that_hydra_turns_into_another_error_is_an_interruption(monkeypatch):
+    """Ctrl-C while Hydra composes: its config source closes a file it never opened (an UnboundLocalError
+    raised while handling the KeyboardInterrupt), and OmegaConf can wrap one into Hydra's
+    ConfigCompositionException (seen when samrepro-figs was interrupted); both are the interruption, not an
+    error of the config."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import ConfigCompositionException
+
+    from samrepro.cli import CONF_MODULE, one_line_errors
+
+    real_open = Path.open
+
+    def interrupted_open(self, *args, **kwargs):
+        if self.suffix == ".yaml":
+            raise KeyboardInterrupt
+        return real_open(self, *args, **kwargs)
+
+    with initialize_config_module(version_base="1.3", config_module=CONF_MODULE):
+        monkeypatch.setattr(Path, "open", interrupted_open)
+        with pytest.raises(KeyboardInterrupt), one_line_errors():
+            compose("config", overrides=["experiment=dai_thm3"])
+    with pytest.raises(KeyboardInterrupt), one_line_errors():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ConfigCompositionException("wrapped") from AttributeError("'NoneType' has no attribute")
