@@ -139,8 +139,9 @@ def interruptible(program: str, kept: str) -> Iterator[None]:
 def main() -> None:
     """Console entry point: Hydra's command line, with one-line errors and interruptions (the running
     configurations keep their rows and say so)."""
-    with interruptible("samrepro", "the rows logged so far and summary.json (status interrupted) are kept in "
-                                   "each run folder that had started"), one_line_errors():
+    with interruptible("samrepro", "finished runs are kept, runs in progress keep the rows they logged (and say "
+                                   "interrupted, unless a parallel launcher killed their worker first): the same "
+                                   "command goes on from there"), one_line_errors():
         run()
 
 
