@@ -87,8 +87,8 @@ class Toy4D(Task):
         vectorized ops, u and y by matrix products rather than slices, whose backward is costly under autograd
         (gd_ascent): the per-step cost of a tiny problem is its op count). u and y are exact (one non-zero
         term per entry); F = (a·u0² + b·u1²) + e is summed elementwise, not by a matrix product, whose
-        rounding depends on the kernel the BLAS picks for C rows (seen on an AVX-512 CPU): a configuration's
-        bits are then the same in any batch."""
+        rounding depends on the kernel the BLAS picks for C rows (batch-dependent on another machine's CPU): a
+        configuration's bits are then the same in any batch."""
         u = torch.addmm(self._u_offset, w, self._u_map)
         f = (u.square() * self._weights).view(-1, 2, 2).sum(2) + self._offset
         y = w @ self._y_map
