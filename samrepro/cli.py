@@ -35,7 +35,7 @@ from hydra_plugins.samrepro_launcher import (
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from samrepro.config import ConfigError, fail
+from samrepro.config import ConfigError, fail, interrupted
 
 log = logging.getLogger("samrepro")
 CONF_MODULE = "samrepro.conf"
@@ -61,19 +61,6 @@ def run(cfg: DictConfig) -> dict | float:
     final = ", ".join(f"{k}={v:.6g}" for k, v in summary["final"].items())
     log.info("%s after %d steps: %s -> %s", summary["status"], summary["steps_done"], final, run_dir)
     return job_value({**summary, "run_dir": str(run_dir)}, cfg.objective)
-
-
-def interrupted(err: BaseException) -> bool:
-    """Whether a KeyboardInterrupt is among the causes and contexts of ``err`` (raised while handling one)."""
-    pending, seen = [err], set()
-    while pending:
-        err = pending.pop()
-        if isinstance(err, KeyboardInterrupt):
-            return True
-        if err is not None and id(err) not in seen:
-            seen.add(id(err))
-            pending += [err.__cause__, err.__context__]
-    return False
 
 
 @contextmanager

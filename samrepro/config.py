@@ -22,8 +22,25 @@ class ConfigError(ValueError):
     """Bad user input. The message names the key and what is allowed; the CLI prints it as one line."""
 
 
+def interrupted(err: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is among the causes and contexts of ``err`` (raised while handling one)."""
+    pending, seen = [err], set()
+    while pending:
+        err = pending.pop()
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        if err is not None and id(err) not in seen:
+            seen.add(id(err))
+            pending += [err.__cause__, err.__context__]
+    return False
+
+
 def fail(message: str) -> NoReturn:
-    """Ends the process as the CLI contract says: one line on stderr, exit code 2."""
+    """Ends the process as the CLI contract says: one line on stderr, exit code 2 — unless the error being
+    handled was raised while handling a Ctrl-C or SIGTERM (Hydra and OmegaConf turn one in the middle of a
+    compose into their own errors): that is the interruption, raised as such."""
+    if interrupted(sys.exc_info()[1]):
+        raise KeyboardInterrupt from sys.exc_info()[1]
     print(f"samrepro: error: {message}", file=sys.stderr)
     raise SystemExit(2)
 

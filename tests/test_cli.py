@@ -219,3 +219,30 @@ def test_a_ctrl_c_that_hydra_turns_into_another_error_is_an_interruption(monkeyp
             raise KeyboardInterrupt
         except KeyboardInterrupt:
             raise ConfigCompositionException("wrapped") from AttributeError("'NoneType' has no attribute")
+
+
+def test_a_ctrl_c_while_the_sweeper_composes_its_jobs_is_an_interruption(tmp_path, monkeypatch, capsys):
+    """Seen in CI (an interrupted samrepro-figs): Ctrl-C inside OmegaConf's ``flag_override`` while the batched
+    sweeper composes its jobs; the context manager's clean-up then fails (ConfigKeyError), Hydra wraps that in
+    a ConfigCompositionException and the sweeper turns it into a ConfigError: the interruption, not one line
+    of a config error. The same inside the sweep's later checks (``validate``), which go through ``fail`` too."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.errors import ConfigCompositionException
+    from omegaconf.errors import ConfigKeyError
+
+    def interrupted_compose(self, *args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ConfigCompositionException() from ConfigKeyError("'NoneType' object has no attribute "
+                                                                    "'_invalidate_flags_cache'")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ConfigLoaderImpl, "load_sweep_config", interrupted_compose)
+    with pytest.raises(KeyboardInterrupt):
+        multirun(["experiment=dai_thm3"])
+    assert capsys.readouterr().err == "" and not (tmp_path / "runs").exists()
+    monkeypatch.undo()
+    with pytest.raises(SystemExit) as exit_info:  # a config error outside an interruption is still one line
+        multirun(["experiment=dai_thm3", "steps=-1"])
+    assert exit_info.value.code == 2 and capsys.readouterr().err.startswith("samrepro: error: steps=-1")
