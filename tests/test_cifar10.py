@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
@@ -217,6 +218,20 @@ def test_compiled_sam_step_with_batchnorm_matches_the_eager_one(cifar_root):
     buffers = [dict(task.model.named_buffers()) for task in (eager_task, compiled_task)]
     for a, b in [*zip(eager, compiled, strict=True), *((buffers[0][k], buffers[1][k]) for k in buffers[0])]:
         torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-12)
+
+
+def test_a_float64_model_keeps_its_loss_in_float64(cifar_root):
+    """The float64 steps of the CUDA-vs-CPU and compiled-vs-eager checks are float64 throughout: the logits are
+    cast up to float32 (bf16 autocast's), never down. Rounded to float32, they made an H200's step and the
+    CPU's differ by up to 1.4e-10 (two devices' float32 cross-entropies), 100× those checks' tolerance."""
+    task = tasks.build(task_cfg(cifar_root, model="fcn_relu", width=8, subset=32, batch_size=32, bf16=False), 1, CPU)
+    make = task.make_model
+    task.make_model = lambda: make().double()
+    params = task.init_params([0])
+    x, y = next(task.batches([0]))
+    loss, grads = task.loss_and_grad(params, (x.double(), y))
+    assert loss.dtype == torch.float64 and all(g.dtype == torch.float64 for g in grads)
+    torch.testing.assert_close(loss, F.cross_entropy(task.model(x.double()), y).reshape(1), rtol=1e-15, atol=0)
 
 
 @pytest.mark.slow

@@ -377,7 +377,8 @@ class CIFAR10Task(Task):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
 
     def outputs(self, params: Sequence[Tensor], x: Tensor, perturbed: bool = False) -> Tensor:
-        """The model's logits at ``params`` (its own tensors, or others by functional_call), in float32.
+        """The model's logits at ``params`` (its own tensors, or others by functional_call), in float32 or wider
+        (bf16 autocast's are cast up; a float64 model's, as the tests' CUDA-vs-CPU check makes, stay float64).
         ``perturbed``: BatchNorm updates scratch copies of its running statistics, not the model's."""
         own = all(p is q for p, q in zip(params, self.params, strict=True))
         with self._autocast():
@@ -389,7 +390,7 @@ class CIFAR10Task(Task):
                     torch._foreach_copy_(list(self._scratch_buffers.values()), list(self.buffers.values()))
                     tensors.update(self._scratch_buffers)
                 out = self.functional(tensors, x)
-        return out.float()
+        return out.to(torch.promote_types(out.dtype, torch.float32))
 
     def _call(self, tensors: dict[str, Tensor], x: Tensor) -> Tensor:
         """The model with ``tensors`` in place of its parameters (and buffers, where given)."""
