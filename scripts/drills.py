@@ -509,6 +509,8 @@ class Stale:
     # -------------------------------------------------------------------------- run folders (samrepro)
     def quadratic_chain(self) -> None:
         """No change (control), the recorded device changed (with and without its fingerprint)."""
+        import torch
+
         from samrepro.records import fingerprint, load_yaml
 
         work = self.base / "quadratic"
@@ -519,8 +521,9 @@ class Stale:
         run = work / "run"
         watched = [run / "summary.json", run / "metrics.csv"]
         before = [file_state(p) for p in watched]
-        again = self.run([*cmd[:-2], "device=auto", cmd[-1]], work)
-        self.add("none (control): the same command, device=auto (= cpu here)", "SKIPPED",
+        same = "device=cpu" if torch.cuda.is_available() else "device=auto (= cpu here)"  # auto: the GPU, if any
+        again = self.run([*cmd[:-2], same.split()[0], cmd[-1]], work)
+        self.add(f"none (control): the same command, {same}", "SKIPPED",
                  self.observe(again, watched, before).replace("SERVED", "SKIPPED"),
                  "a finished run of the same config and inputs is skipped, not rewritten")
         summary = json.loads((run / "summary.json").read_text())

@@ -2,6 +2,7 @@
 end to end on the cheapest figures: only the ids named, staleness by content (never by mtime)."""
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -160,7 +161,8 @@ def test_figure_ids_touch_only_their_files_and_mtimes_alone_rewrite_nothing(firs
     assert "results/CLAIMS.md left as it is" in out
     manifest = json.loads((results / "dai_fig4.manifest.json").read_text())
     runs = manifest["inputs"]["runs"]
-    assert len(runs) == 3 and all(d.startswith("runs/dai_fig4/") and len(runs[d]) == 16 for d in runs)
+    assert len(runs) == 3 and all(d.startswith("runs/dai_fig4/") for d in runs)
+    assert all([len(digest) for digest in runs[d]] == [16, 16] for d in runs)  # fingerprint, metrics_sha256
     csv_sha256 = make_module.file_sha256(results / "dai_fig4.csv")
     assert manifest["csv_sha256"] == manifest["drawn_from"]["csv_sha256"] == csv_sha256
     assert (results / "dai_fig4.manifest.json").read_text() == json.dumps(manifest, indent=2, sort_keys=True) + "\n"
@@ -187,7 +189,7 @@ def test_a_changed_csv_or_input_or_drawing_code_rewrites_only_what_depends_on_it
 
     manifest = json.loads(manifest_path.read_text())
     run = next(iter(manifest["inputs"]["runs"]))
-    manifest["inputs"]["runs"][run] = "0" * 16  # the run the CSV was made from had another config
+    manifest["inputs"]["runs"][run][0] = "0" * 16  # the run the CSV was made from had another config
     manifest_path.write_text(json.dumps(manifest))
     inode = csv.stat().st_ino
     make_figs(["dai_fig4", "--results", "results"])
@@ -206,6 +208,26 @@ def test_a_changed_csv_or_input_or_drawing_code_rewrites_only_what_depends_on_it
     pdf.write_bytes(whole[:100])
     make_figs(["dai_fig4", "--results", "results"])
     assert pdf.read_bytes() == whole and png.stat().st_ino != png_inode
+
+
+def test_runs_that_computed_other_last_bits_make_their_own_csv(results):
+    """A CPU whose kernels round otherwise computes other last digits for the same configs (dai_fig4 under
+    ATEN_CPU_CAPABILITY=default, and on the GPU machine's CPU): the runs' metrics checksums are inputs of the
+    CSV, so the CSV is rebuilt from those runs, not served as committed from another machine."""
+    run = Path("runs/dai_fig4/opt=sam")
+    lines = (run / "metrics.csv").read_bytes().splitlines(keepends=True)
+    step, loss, x, y = lines[-1].decode().strip().split(",")
+    other_y = repr(float(y) * (1 + 2**-50))  # the last row as another machine could have computed it
+    metrics = b"".join(lines[:-1]) + f"{step},{loss},{x},{other_y}\n".encode()
+    (run / "metrics.csv").write_bytes(metrics)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["metrics_sha256"] = hashlib.sha256(metrics).hexdigest()[:16]  # as that machine recorded it
+    (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    make_figs(["dai_fig4", "--results", "results"])
+    df = pd.read_csv(results / "dai_fig4.csv")
+    assert df.loc[(df.opt == "sam") & (df.step == int(step)), "y"].item() == float(other_y) != float(y)
+    manifest = json.loads((results / "dai_fig4.manifest.json").read_text())
+    assert manifest["inputs"]["runs"][run.as_posix()] == [summary["fingerprint"], summary["metrics_sha256"]]
 
 
 def test_drawing_code_hash_covers_the_figure_modules_the_drawing_uses(tmp_path, monkeypatch):

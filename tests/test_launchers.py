@@ -15,7 +15,8 @@ from samrepro import runner
 from samrepro.cli import multirun
 from samrepro.records import LOCK, read_summary
 
-SWEEP = ["task=quadratic", "opt=gd,sam,usam", "lr=0.1,0.3", "rho=0,0.1", "steps=20", "progress=false", "name=cmp"]
+SWEEP = ["task=quadratic", "opt=gd,sam,usam", "lr=0.1,0.3", "rho=0,0.1", "steps=20", "progress=false", "name=cmp",
+         "device=cpu"]  # where a GPU is, its kernels' bits depend on the batch: the chunks would differ from the whole
 LAUNCHER_RECORD = [("launcher",), ("runtime", "choices", "hydra/launcher"), ("overrides", "hydra")]
 
 

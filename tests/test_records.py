@@ -265,7 +265,7 @@ def test_a_finished_folder_is_recomputed_when_its_code_or_files_change(tmp_path)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "batch_1").write_text("pixels")
     args = ["--config-dir", str(project / "conf"), "task=ring", "steps=5", "progress=false",
-            "+task.table=table.txt", "+task.data_root=data", "hydra.run.dir=run"]
+            "+task.table=table.txt", "+task.data_root=data", "device=cpu", "hydra.run.dir=run"]
 
     def samrepro():
         done = subprocess.run([sys.executable, "-m", "samrepro", *args], cwd=tmp_path, capture_output=True,
