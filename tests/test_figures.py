@@ -162,7 +162,7 @@ def test_figure_ids_touch_only_their_files_and_mtimes_alone_rewrite_nothing(firs
     manifest = json.loads((results / "dai_fig4.manifest.json").read_text())
     runs = manifest["inputs"]["runs"]
     assert len(runs) == 3 and all(d.startswith("runs/dai_fig4/") for d in runs)
-    assert all([len(digest) for digest in runs[d]] == [16, 16] for d in runs)  # fingerprint, metrics_sha256
+    assert all([len(digest) for digest in runs[d].split(" ")] == [16, 16] for d in runs)  # config, metrics
     csv_sha256 = make_module.file_sha256(results / "dai_fig4.csv")
     assert manifest["csv_sha256"] == manifest["drawn_from"]["csv_sha256"] == csv_sha256
     assert (results / "dai_fig4.manifest.json").read_text() == json.dumps(manifest, indent=2, sort_keys=True) + "\n"
@@ -189,7 +189,7 @@ def test_a_changed_csv_or_input_or_drawing_code_rewrites_only_what_depends_on_it
 
     manifest = json.loads(manifest_path.read_text())
     run = next(iter(manifest["inputs"]["runs"]))
-    manifest["inputs"]["runs"][run][0] = "0" * 16  # the run the CSV was made from had another config
+    manifest["inputs"]["runs"][run] = "0" * 16 + manifest["inputs"]["runs"][run][16:]  # it had another config
     manifest_path.write_text(json.dumps(manifest))
     inode = csv.stat().st_ino
     make_figs(["dai_fig4", "--results", "results"])
@@ -227,7 +227,7 @@ def test_runs_that_computed_other_last_bits_make_their_own_csv(results):
     df = pd.read_csv(results / "dai_fig4.csv")
     assert df.loc[(df.opt == "sam") & (df.step == int(step)), "y"].item() == float(other_y) != float(y)
     manifest = json.loads((results / "dai_fig4.manifest.json").read_text())
-    assert manifest["inputs"]["runs"][run.as_posix()] == [summary["fingerprint"], summary["metrics_sha256"]]
+    assert manifest["inputs"]["runs"][run.as_posix()] == f"{summary['fingerprint']} {summary['metrics_sha256']}"
 
 
 def test_drawing_code_hash_covers_the_figure_modules_the_drawing_uses(tmp_path, monkeypatch):

@@ -94,17 +94,17 @@ def read_manifest(path: Path) -> dict:
 
 def make_csv(fig: Figure, csv: Path, manifest: dict) -> tuple[pd.DataFrame, dict]:
     """The figure's DataFrame and its manifest's ``inputs`` and ``csv_sha256``. A sweep runs (finished runs
-    are skipped) and its inputs are its run folders with their fingerprints (their configs) and metrics' checksums
-    (what they computed: a CPU whose kernels round otherwise computes other last bits, and its CSV is then its
-    own, not the one committed from another machine); a ``compute``'s inputs are
-    :func:`compute_inputs`, and it runs only when the CSV is stale. The CSV is rewritten only when its inputs differ
-    from the manifest's or the file's sha256 does not match the one recorded (e.g. a truncated CSV)."""
+    are skipped) and its inputs are its run folders, each with "<fingerprint> <metrics_sha256>": its config and
+    what it computed (a CPU whose kernels round otherwise computes other last bits: its CSV is then its own, not
+    the one committed from another machine); a ``compute``'s inputs are :func:`compute_inputs`, and it runs
+    only when the CSV is stale. The CSV is rewritten only when its inputs differ from the manifest's or the
+    file's sha256 does not match the one recorded (e.g. a truncated CSV)."""
     if fig.compute is not None:
         inputs = compute_inputs(fig.compute)
     else:
         run_dirs = multirun([f"experiment={fig.id}"])
         summaries = {Path(os.path.relpath(d)).as_posix(): read_summary(d) for d in run_dirs}
-        inputs = {"runs": {d: [s.get("fingerprint"), s.get("metrics_sha256")] for d, s in summaries.items()}}
+        inputs = {"runs": {d: f"{s.get('fingerprint')} {s.get('metrics_sha256')}" for d, s in summaries.items()}}
     made = {"inputs": inputs, "csv_sha256": manifest.get("csv_sha256")}
     if manifest.get("inputs") == inputs and made["csv_sha256"] == file_sha256(csv):
         return pd.read_csv(csv), made
