@@ -278,7 +278,11 @@ def copy_result(source: Run, target: Run, summary: dict) -> dict:
     same rows, its own config, its own summary saying ``same_as``."""
     digest = write_config(target.dir, target.config, source.inputs)  # its folder made and locked by run()
     target.write_hydra_record()
-    write_atomic(target.dir / METRICS, lambda tmp: link_or_copy(source.dir / METRICS, tmp), clean=False)
+    metrics = target.dir / METRICS
+    # After a kill between this copy's metrics.csv and its summary, metrics.csv may be the source's file already:
+    # renaming another link of that file onto it would do nothing (POSIX) and leave the temp link behind.
+    if not (metrics.exists() and os.path.samefile(metrics, source.dir / METRICS)):
+        write_atomic(metrics, lambda tmp: link_or_copy(source.dir / METRICS, tmp), clean=False)
     result = {**summary, **target.identity(), "fingerprint": digest, "same_as": str(source.dir)}
     write_atomic(target.dir / SUMMARY, result, clean=False)
     return result

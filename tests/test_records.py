@@ -157,6 +157,20 @@ def test_gd_runs_once_per_config_whatever_rho(tmp_path, monkeypatch):
         assert (run.dir / "metrics.csv").read_bytes() == rows
 
 
+def test_a_gd_copy_killed_between_its_metrics_and_its_summary_leaves_no_temp_file(tmp_path):
+    """Found by the fault drill (a kill in the summary writes): the copy's metrics.csv was already the computed
+    run's file when the copy was finished again, and renaming a new link of that file onto it is a no-op
+    (POSIX rename of two links of one file), so the link's temp file stayed in the finished folder."""
+    cfg = compose("task=quadratic", "steps=10", "log_every=5")
+    runs = [Run.of(cfg, tmp_path / f"gd{rho}", opt="gd", rho=rho) for rho in (0.0, 0.1)]
+    runner.run(runs)
+    (runs[1].dir / "summary.json").unlink()  # killed after the copy's metrics.csv, before its summary
+    summaries = runner.run(runs)
+    assert [s.get("skipped") for s in summaries] == [True, None] and summaries[1]["same_as"] == str(runs[0].dir)
+    assert os.path.samefile(runs[1].dir / "metrics.csv", runs[0].dir / "metrics.csv")
+    assert sorted(p.name for p in runs[1].dir.iterdir()) == ["config.yaml", "metrics.csv", "summary.json"]
+
+
 @pytest.mark.slow
 def test_open_files_stay_bounded_in_a_2000_configuration_batch(tmp_path):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
