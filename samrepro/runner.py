@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
 
-import torch
+import numpy  # noqa: F401  before torch, whose C extension imports it and discards any error of that import:
+import torch  # a Ctrl-C or SIGTERM in those 40 ms was lost, numpy left half-imported (AttributeError later)
 from omegaconf import DictConfig, OmegaConf
 
 from samrepro import __version__, tasks
