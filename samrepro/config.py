@@ -39,8 +39,9 @@ def fail(message: str) -> NoReturn:
     """Ends the process as the CLI contract says: one line on stderr, exit code 2 — unless the error being
     handled was raised while handling a Ctrl-C or SIGTERM (Hydra and OmegaConf turn one in the middle of a
     compose into their own errors): that is the interruption, raised as such."""
-    if interrupted(sys.exc_info()[1]):
-        raise KeyboardInterrupt from sys.exc_info()[1]
+    handled = sys.exc_info()[1]
+    if interrupted(handled):
+        raise KeyboardInterrupt from handled
     print(f"samrepro: error: {message}", file=sys.stderr)
     raise SystemExit(2)
 

@@ -509,9 +509,8 @@ class Stale:
     # -------------------------------------------------------------------------- run folders (samrepro)
     def quadratic_chain(self) -> None:
         """No change (control), the recorded device changed (with and without its fingerprint)."""
-        import torch
-
         from samrepro.records import fingerprint, load_yaml
+        from samrepro.runner import resolve_device
 
         work = self.base / "quadratic"
         work.mkdir()
@@ -521,10 +520,10 @@ class Stale:
         run = work / "run"
         watched = [run / "summary.json", run / "metrics.csv"]
         before = [file_state(p) for p in watched]
-        same = "device=cpu" if torch.cuda.is_available() else "device=auto (= cpu here)"  # auto: the GPU, if any
-        again = self.run([*cmd[:-2], same.split()[0], cmd[-1]], work)
-        self.add(f"none (control): the same command, {same}", "SKIPPED",
-                 self.observe(again, watched, before).replace("SERVED", "SKIPPED"),
+        control = "auto" if resolve_device("auto").type == "cpu" else "cpu"  # auto is the GPU where there is one
+        again = self.run([*cmd[:-2], f"device={control}", cmd[-1]], work)
+        self.add(f"none (control): the same command, device={control}" + (" (= cpu here)" if control == "auto" else ""),
+                 "SKIPPED", self.observe(again, watched, before).replace("SERVED", "SKIPPED"),
                  "a finished run of the same config and inputs is skipped, not rewritten")
         summary = json.loads((run / "summary.json").read_text())
         summary["inputs"]["device"] = "cuda"

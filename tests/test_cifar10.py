@@ -55,14 +55,18 @@ def run_cfg(root: Path, *overrides: str):
         )
 
 
+def in_float64(task):
+    """``task`` with its model made in float64 (its images are cast by the caller)."""
+    make = task.make_model
+    task.make_model = lambda: make().double()
+    return task
+
+
 def sam_step(task, rule: str = "sam", rho: float = 0.05, float64: bool = False):
     """One SAM step of ``task`` from its seed-0 initialization on its first batch; returns the parameters
     (``float64``: the model and the images in float64, where two implementations of the same arithmetic
     agree to ~1e-12, so that a tight tolerance checks what they compute rather than how they round)."""
-    if float64:
-        make = task.make_model
-        task.make_model = lambda: make().double()
-    params = task.init_params([0])
+    params = (in_float64(task) if float64 else task).init_params([0])
     x, y = next(task.batches([0]))
     batch = (x.double() if float64 else x, y)
     SAM(params, rule, 0.1, rho).step(
@@ -224,9 +228,8 @@ def test_a_float64_model_keeps_its_loss_in_float64(cifar_root):
     """The float64 steps of the CUDA-vs-CPU and compiled-vs-eager checks are float64 throughout: the logits are
     cast up to float32 (bf16 autocast's), never down. Rounded to float32, they made an H200's step and the
     CPU's differ by up to 1.4e-10 (two devices' float32 cross-entropies), 100× those checks' tolerance."""
-    task = tasks.build(task_cfg(cifar_root, model="fcn_relu", width=8, subset=32, batch_size=32, bf16=False), 1, CPU)
-    make = task.make_model
-    task.make_model = lambda: make().double()
+    task = in_float64(tasks.build(task_cfg(cifar_root, model="fcn_relu", width=8, subset=32, batch_size=32,
+                                           bf16=False), 1, CPU))
     params = task.init_params([0])
     x, y = next(task.batches([0]))
     loss, grads = task.loss_and_grad(params, (x.double(), y))
