@@ -35,7 +35,7 @@ from hydra_plugins.samrepro_launcher import (
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from samrepro.config import ConfigError, fail, interrupted
+from samrepro.config import ConfigError, fail, interruption
 
 log = logging.getLogger("samrepro")
 CONF_MODULE = "samrepro.conf"
@@ -73,8 +73,8 @@ def one_line_errors():
     try:
         yield
     except Exception as err:
-        if interrupted(err):  # a Ctrl-C while Hydra composes can surface as its error, or OmegaConf's
-            raise KeyboardInterrupt from err
+        if (stop := interruption(err)) is not None:  # a Ctrl-C while Hydra composes, as its error or OmegaConf's
+            raise stop from None
         if isinstance(err, ConfigError):
             fail(str(err))
         if isinstance(err, (HydraException, OmegaConfBaseException)) and not user_full_error:

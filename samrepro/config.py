@@ -22,26 +22,25 @@ class ConfigError(ValueError):
     """Bad user input. The message names the key and what is allowed; the CLI prints it as one line."""
 
 
-def interrupted(err: BaseException) -> bool:
-    """Whether a KeyboardInterrupt is among the causes and contexts of ``err`` (raised while handling one)."""
+def interruption(err: BaseException | None) -> BaseException | None:
+    """The Ctrl-C, SIGTERM or signal handler's exit (KeyboardInterrupt, SystemExit) among ``err`` and its
+    causes and contexts: Hydra and OmegaConf turn one raised inside them into their own errors."""
     pending, seen = [err], set()
     while pending:
         err = pending.pop()
-        if isinstance(err, KeyboardInterrupt):
-            return True
+        if isinstance(err, (KeyboardInterrupt, SystemExit)):
+            return err
         if err is not None and id(err) not in seen:
             seen.add(id(err))
             pending += [err.__cause__, err.__context__]
-    return False
+    return None
 
 
 def fail(message: str) -> NoReturn:
     """Ends the process as the CLI contract says: one line on stderr, exit code 2 — unless the error being
-    handled was raised while handling a Ctrl-C or SIGTERM (Hydra and OmegaConf turn one in the middle of a
-    compose into their own errors): that is the interruption, raised as such."""
-    handled = sys.exc_info()[1]
-    if interrupted(handled):
-        raise KeyboardInterrupt from handled
+    handled was raised while handling an :func:`interruption`: that is raised again."""
+    if (stop := interruption(sys.exc_info()[1])) is not None:
+        raise stop
     print(f"samrepro: error: {message}", file=sys.stderr)
     raise SystemExit(2)
 

@@ -10,9 +10,11 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_module
 from hydra_plugins.samrepro_launcher import RunChunk, chunk
+from omegaconf.errors import ConfigKeyError
 
 from samrepro import runner
 from samrepro.cli import multirun
+from samrepro.config import ConfigError
 from samrepro.records import LOCK, read_summary
 
 SWEEP = ["task=quadratic", "opt=gd,sam,usam", "lr=0.1,0.3", "rho=0,0.1", "steps=20", "progress=false", "name=cmp",
@@ -138,6 +140,25 @@ def test_a_timed_out_submitit_chunk_is_requeued_and_its_run_recomputed(tmp_path,
     assert "Requeued job" in job.stdout()
     assert summary["status"] == "completed" and summary["final"] == reference["final"]
     assert (tmp_path / "run" / "metrics.csv").read_bytes() == (tmp_path / "ref" / "metrics.csv").read_bytes()
+
+
+def test_a_job_exit_that_omegaconf_turns_into_its_own_error_is_an_exit(tmp_path, monkeypatch):
+    """submitit requeues a job at its time limit from a signal handler that ends with ``sys.exit``; OmegaConf,
+    interrupted by that exit, raises its own error (seen on a GPU machine: a ConfigKeyError from the runner's
+    ``OmegaConf.create``, and the job failed instead of being requeued). A chunk raises the exit itself; a
+    ConfigError is still its message."""
+    def exit_inside_omegaconf(runs, threads):
+        try:
+            raise SystemExit(-1)
+        except SystemExit:
+            raise ConfigKeyError("'NoneType' object has no attribute '_invalidate_flags_cache'") from None
+
+    monkeypatch.setattr(runner, "run", exit_inside_omegaconf)
+    with pytest.raises(SystemExit) as exit_:
+        RunChunk()([], 1, str(tmp_path))
+    assert exit_.value.code == -1
+    monkeypatch.setattr(runner, "run", lambda runs, threads: (_ for _ in ()).throw(ConfigError("lr: a number")))
+    assert RunChunk()([], 1, str(tmp_path)) == "lr: a number"
 
 
 def grid(steps=((10, ("gd", "sam", "usam")), (20, ("sam",))), rhos=(0.0, 0.1, 0.2)):

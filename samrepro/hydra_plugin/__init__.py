@@ -40,7 +40,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from samrepro.config import ConfigError, fail, is_int, require, run_dirname, validate
+from samrepro.config import ConfigError, fail, interruption, is_int, require, run_dirname, validate
 from samrepro.records import YamlDumper, YamlLoader, read_summary, write_atomic
 
 if TYPE_CHECKING:  # the runner imports torch: it is imported once runs are built, not to print --help
@@ -434,7 +434,8 @@ class RunChunk:
     """:func:`samrepro.runner.run` of one chunk in a worker or job, from the sweep's working folder (the run
     folders may be relative; a reused worker may have started elsewhere); a ConfigError comes back as its
     message. Checkpointable as submitit defines it: a preempted or timed-out job is requeued with the same
-    chunk, whose finished runs are then skipped and the others resumed (from their checkpoints, if any)."""
+    chunk, whose finished runs are then skipped and the others resumed (from their checkpoints, if any); its
+    signal handler's exit stays an exit when OmegaConf, interrupted by it, raises its own error instead."""
 
     def __call__(self, runs: list[runner.Run], threads: int | None, cwd: str) -> list[dict] | str:
         from samrepro import runner
@@ -442,8 +443,12 @@ class RunChunk:
         os.chdir(cwd)
         try:
             return runner.run(runs, threads=threads)
-        except ConfigError as err:
-            return str(err)
+        except Exception as err:
+            if (stop := interruption(err)) is not None:
+                raise stop from None
+            if isinstance(err, ConfigError):
+                return str(err)
+            raise
 
     def checkpoint(self, *args: object) -> object:
         """submitit's Checkpointable.checkpoint: the same call, to run again once the job is requeued."""
