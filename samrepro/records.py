@@ -51,23 +51,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def write_atomic(path: Path, data: str | bytes | dict | Callable[[Path], object], clean: bool = True) -> None:
+def write_atomic(path: Path | str, data: str | bytes | dict | Callable[[Path], object], clean: bool = True) -> None:
     """The one way samrepro writes a file. ``data`` — text (UTF-8), bytes, a dict (as indented JSON) or a
     function that writes the path it is given — goes to a temp file beside ``path``, named for this host and
     process (``<name>.<host>.<pid>.tmp``: two writers never share one), then renamed onto ``path``, so a kill
     leaves the old file or the new one. With ``clean``, temp files of ``path`` left by a killed process of this
-    host are removed first (a run folder's are removed once, when it is locked)."""
-    path = Path(path)
+    host are removed first (a run folder's are removed once, when it is locked). Paths as strings: a large
+    sweep writes six files a run."""
+    path = os.fspath(path)
     if clean:
-        remove_stale_temps(path.parent, f"{path.name}.")
+        folder, name = os.path.split(path)
+        remove_stale_temps(folder or ".", f"{name}.")
     tmp = temp_path(path)
-    if isinstance(data, dict):
-        data = json.dumps(data, indent=2) + "\n"
     try:
-        data(tmp) if callable(data) else write_text(tmp, data)
+        if callable(data):
+            data(Path(tmp))
+        else:
+            write_text(tmp, json.dumps(data, indent=2) + "\n" if isinstance(data, dict) else data)
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
 
 
@@ -80,9 +84,9 @@ def link_or_copy(source: Path, path: Path) -> None:
         shutil.copyfile(source, path)
 
 
-def temp_path(path: Path) -> Path:
+def temp_path(path: Path | str) -> str:
     """This process's temp file for ``path``: ``<name>.<host>.<pid>.tmp`` (what :func:`remove_stale_temps` reads)."""
-    return path.with_name(f"{path.name}.{HOST}.{os.getpid()}.tmp")
+    return f"{os.fspath(path)}.{HOST}.{os.getpid()}.tmp"
 
 
 def remove_stale_temps(folder: Path, prefix: str = "") -> None:
@@ -102,7 +106,7 @@ def remove_stale_temps(folder: Path, prefix: str = "") -> None:
 def remove_run_temps(run_dir: Path) -> None:
     """A run folder's temp files left by killed writers, in it and in its .hydra/, removed once: its own writes,
     made while it is locked, skip that (``clean=False``)."""
-    for folder in (run_dir, run_dir / HYDRA_DIR):
+    for folder in (run_dir, os.path.join(run_dir, HYDRA_DIR)):
         remove_stale_temps(folder)
 
 
@@ -111,20 +115,20 @@ def locked(run_dirs: Iterable[Path]) -> Iterator[None]:
     """Holds the lock of each run folder (made if absent) while the block runs: one process at a time writes
     a folder. A dead holder's lock (this host) is taken over, a live one is a ConfigError naming it; killed
     writers' temp files go. The locks are released, and folders this call made and left empty removed."""
-    made: list[Path] = []
-    held: list[Path] = []
-    existed: set[Path] = set()  # folders seen to exist (a sweep's run folders share their parents)
+    made: list[str] = []
+    held: list[str] = []
+    existed: set[str] = set()  # folders seen to exist (a sweep's run folders share their parents)
     try:
-        for run_dir in (Path(os.path.abspath(d)) for d in run_dirs):  # no '..': its parents are its folders
-            for folder in (run_dir, *run_dir.parents):  # deepest first, up to the first that exists
-                if folder in existed or folder.exists():
-                    existed.add(folder)
-                    break
+        for run_dir in map(os.path.abspath, run_dirs):  # no '..': its parents are its folders
+            folder = run_dir
+            while folder not in existed and not os.path.exists(folder):  # deepest first, up to the first that exists
                 made.append(folder)
+                folder = os.path.dirname(folder)
+            existed.add(folder)
             for attempt in range(3):
-                run_dir.mkdir(parents=True, exist_ok=True)
+                os.makedirs(run_dir, exist_ok=True)
                 try:
-                    held.append(_take_lock(run_dir / LOCK))
+                    held.append(_take_lock(os.path.join(run_dir, LOCK)))
                     if run_dir in existed:  # a folder this call made holds no temp file
                         remove_run_temps(run_dir)
                     break
@@ -134,16 +138,18 @@ def locked(run_dirs: Iterable[Path]) -> Iterator[None]:
         yield
     finally:
         for path in held:
-            path.unlink(missing_ok=True)
-        for folder in sorted(set(made), key=lambda p: len(p.parts), reverse=True):
+            with suppress(FileNotFoundError):
+                os.unlink(path)
+        for folder in sorted(set(made), key=lambda p: p.count(os.sep), reverse=True):
             with suppress(OSError):  # not empty, or gone: another process is using it
-                folder.rmdir()
+                os.rmdir(folder)
 
 
-def lock_holder(path: Path) -> tuple[str, str, str] | None:
+def lock_holder(path: Path | str) -> tuple[str, str, str] | None:
     """The host, pid and start time a lock file names (``?`` for what it lacks); None without the file."""
     try:
-        return tuple((path.read_text().split(maxsplit=2) + ["?", "?", "?"])[:3])
+        with open(path) as f:
+            return tuple((f.read().split(maxsplit=2) + ["?", "?", "?"])[:3])
     except FileNotFoundError:
         return None
 
@@ -159,7 +165,7 @@ def left_by_the_dead(run_dir: Path) -> bool:
     return holder is not None and _dead(*holder[:2])
 
 
-def _take_lock(path: Path) -> Path:
+def _take_lock(path: str) -> str:
     """Creates the lock ``path`` whole or not at all: its text is written to a temp file first, then hard-linked
     to ``path``, which fails if ``path`` exists (a kill between creating and writing the lock cannot leave it
     empty, without a holder to judge)."""
@@ -176,16 +182,20 @@ def _take_lock(path: Path) -> Path:
                     continue
                 host, pid, started = holder
                 if _dead(host, pid):
-                    path.unlink(missing_ok=True)  # its process is gone: take it over
+                    with suppress(FileNotFoundError):
+                        os.unlink(path)  # its process is gone: take it over
                     continue
-                raise ConfigError(f"{path.parent}: in use by process {pid} on {host} since {started.strip()}; run "
-                                  f"it again once that one ends (or delete {path} if that process is gone)") from None
-        raise ConfigError(f"{path.parent}: its lock {path} is being taken over by another process; run it again")
+                raise ConfigError(f"{os.path.dirname(path)}: in use by process {pid} on {host} since "
+                                  f"{started.strip()}; run it again once that one ends (or delete {path} if that "
+                                  f"process is gone)") from None
+        raise ConfigError(f"{os.path.dirname(path)}: its lock {path} is being taken over by another process; run it "
+                          f"again")
     finally:
-        tmp.unlink(missing_ok=True)
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
-def write_text(path: Path, text: str | bytes) -> None:
+def write_text(path: Path | str, text: str | bytes) -> None:
     """``text`` (UTF-8 when a str), in three system calls (open, write, close)."""
     view = memoryview(text.encode() if isinstance(text, str) else text)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
@@ -231,7 +241,8 @@ def load_yaml(path: Path) -> dict:
 def read_summary(run_dir: Path) -> dict | None:
     """The folder's summary.json; None when it is absent or damaged (not JSON: a run without a summary)."""
     try:
-        return json.loads((Path(run_dir) / SUMMARY).read_text())
+        with open(os.path.join(run_dir, SUMMARY)) as f:
+            return json.loads(f.read())
     except (FileNotFoundError, ValueError):
         return None
 
@@ -241,7 +252,7 @@ def write_config(run_dir: Path, config: Mapping, inputs: Mapping) -> str:
     the resolved config; returns the fingerprint, which its summary repeats."""
     digest = fingerprint(config, inputs)
     marker = f"{MARKER}, code {inputs.get('code')}, fingerprint {digest}\n"
-    write_atomic(Path(run_dir) / CONFIG, marker + yaml_text(dict(config)), clean=False)  # locked: cleaned
+    write_atomic(os.path.join(run_dir, CONFIG), marker + yaml_text(dict(config)), clean=False)  # locked: cleaned
     return digest
 
 
@@ -297,9 +308,9 @@ def claim(run_dir: Path, config: Mapping, inputs: Mapping | None = None, own: It
     the finished result of another config, a summary that does not belong to the folder's config, or
     another config's checkpoint.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
+    if not os.path.exists(run_dir):
         return "new"
+    run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: is a file, not a run folder; it is left as it was — choose another "
                           f"folder (hydra.run.dir=… or name=…)")
@@ -397,7 +408,9 @@ class RunRecord:
         """``resume_step`` > 0 continues a run resumed from a checkpoint of that step: the rows logged up
         to it are kept (metrics.csv is cut back to them now), later ones dropped."""
         self.dir = Path(run_dir)  # made and locked by the runner (records.locked)
-        (self.dir / SUMMARY).unlink(missing_ok=True)
+        self._metrics, self._summary = os.path.join(run_dir, METRICS), os.path.join(run_dir, SUMMARY)
+        with suppress(FileNotFoundError):
+            os.unlink(self._summary)
         self.identity = {**identity, "fingerprint": write_config(self.dir, config, inputs), "inputs": dict(inputs)}
         self._sha = hashlib.sha256()  # of metrics.csv as written so far
         self.columns = ("step", *metric_names)
@@ -405,11 +418,11 @@ class RunRecord:
         self._written = False  # metrics.csv holds this run's rows so far (else it is absent or stale)
         self._last_written: tuple[int, dict[str, float]] = (0, {})  # the step and metrics of its last row
         if resume_step:
-            with open(self.dir / METRICS, newline="") as f:
+            with open(self._metrics, newline="") as f:
                 rows = list(csv.reader(f))[1:]
             kept = [r for r in rows if len(r) == len(self.columns) and int(r[0]) <= resume_step]
             text = self._csv_text([self.columns, *kept])
-            write_atomic(self.dir / METRICS, text, clean=False)
+            write_atomic(self._metrics, text, clean=False)
             self._sha.update(text)
             self._written = True
             if kept:
@@ -449,19 +462,19 @@ class RunRecord:
         import numpy as np
 
         parts = [log.rows(column, start) for log, column, start in self._follows]
-        steps, values = (np.concatenate(a) for a in zip(*parts)) if parts else ((), ())
+        steps, values = parts[0] if len(parts) == 1 else (np.concatenate(a) for a in zip(*parts)) if parts else ((), ())
         new = csv_lines(steps, values)
         if self._written and not new:
             return
-        path = self.dir / METRICS
         if self._written:
-            old = path.read_bytes()
+            with open(self._metrics, "rb") as f:
+                old = f.read()
         else:
             old = self._csv_text([self.columns])
             self._sha.update(old)
         if len(steps):
             self._last_written = (int(steps[-1]), dict(zip(self.columns[1:], values[-1].tolist())))
-        write_atomic(path, old + new, clean=False)
+        write_atomic(self._metrics, old + new, clean=False)
         self._sha.update(new)
         self._written = True
         self._follows = [(log, column, log.size) for log, column, _ in self._follows[-1:]]
@@ -477,5 +490,5 @@ class RunRecord:
             "wall_seconds": round(wall_seconds, 3),
             **self.identity,
         }
-        write_atomic(self.dir / SUMMARY, summary, clean=False)
+        write_atomic(self._summary, summary, clean=False)
         return summary

@@ -18,6 +18,7 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
@@ -86,10 +87,12 @@ class Run:
     def write_hydra_record(self) -> None:
         """Into its folder, locked (its stale temp files removed then)."""
         if self.hydra_record:
-            (self.dir / HYDRA_DIR).mkdir(parents=True, exist_ok=True)
+            folder = os.path.join(self.dir, HYDRA_DIR)
+            with suppress(FileExistsError):
+                os.mkdir(folder)
             for name, payload in self.hydra_record.items():  # a payload, or its YAML text
                 text = payload if isinstance(payload, str) else yaml_text(payload)
-                write_atomic(self.dir / HYDRA_DIR / name, text, clean=False)
+                write_atomic(os.path.join(folder, name), text, clean=False)
 
 
 BATCH_VALUES = ("lr", "rho", "seed", "steps", "lr_schedule")  # top-level keys in which a batch's runs may differ
@@ -171,7 +174,7 @@ def run_inputs(config: Mapping) -> dict:
             listing = sorted((str(p.relative_to(folder)), _file_sha256(p.resolve(), st.st_size, st.st_mtime_ns))
                              for p in folder.rglob("*") if p.is_file() for st in [p.stat()]) if folder.is_dir() else []
             files[f"task.{key}"] = hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
-        elif isinstance(value, str) and value and Path(value).is_file():
+        elif isinstance(value, str) and value and os.path.isfile(value):
             stat = Path(value).stat()
             files[f"task.{key}"] = _file_sha256(Path(value).resolve(), stat.st_size, stat.st_mtime_ns)
     return {"code": code_version(config["task"].get("_target_", "")),
@@ -205,14 +208,14 @@ def check(runs: Sequence[Run]) -> list[str]:
         check_config(config)  # lr, rho, seed and opt.name: below, run by run
     for r in runs:
         validate_run(**r.values)
-    first: dict[Path, Run] = {}
+    first: dict[str, Run] = {}
     for r in runs:
-        other = first.setdefault(Path(os.path.abspath(r.dir)), r)
+        other = first.setdefault(os.path.abspath(r.dir), r)
         if other is not r and fingerprint(other.config) != fingerprint(r.config):
             raise ConfigError(f"{r.dir}: two jobs of this sweep map to this folder with different configs "
                               f"({'; '.join(config_diff(other.config, r.config))}); give them folders of their own "
                               f"(hydra.sweep.subdir=… must tell them apart)")
-    return ["same" if first[Path(os.path.abspath(r.dir))] is not r else claim(r.dir, r.config, r.inputs)
+    return ["same" if first[os.path.abspath(r.dir)] is not r else claim(r.dir, r.config, r.inputs)
             for r in runs]
 
 
@@ -268,8 +271,8 @@ def _run_claimed(runs: Sequence[Run], states: Sequence[str], threads: int | None
                 summaries[i] = summary
     for i, j in copies.items():
         summaries[i] = copy_result(runs[j], runs[i], summaries[j])
-    first = {Path(os.path.abspath(r.dir)): i for i, r in reversed(list(enumerate(runs)))}
-    return [summaries[first[Path(os.path.abspath(r.dir))]] if state == "same" else
+    first = {os.path.abspath(r.dir): i for i, r in reversed(list(enumerate(runs)))}
+    return [summaries[first[os.path.abspath(r.dir)]] if state == "same" else
             {**summaries[i], "skipped": True} if state == "done" else summaries[i]
             for i, (r, state) in enumerate(zip(runs, states))]
 

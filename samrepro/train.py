@@ -224,6 +224,7 @@ def train(
         live[position[c]] = False
         if frozen is not None:
             frozen[position[c]] = True
+        records[c].flush()  # first: its last row is then at hand without reading the log again
         summaries[c] = records[c].finish(status, steps_done, time.perf_counter() - start, **extra,
                                          **task.flags(records[c].last))
 

@@ -2,8 +2,9 @@
 
 0. answers without torch: ``samrepro --help`` against ``python -c "import torch"`` (the goal is a ratio
    < 0.5), and a user's grid against one run at the defaults (``task=quadratic``, 1,000 steps, a row per
-   step): 60, 300 and 2,700 runs, with the marginal cost of a run (start-up and one run: medians of 3), and
-   the 2,700 runs again with two rows per run (``log_every=1000``);
+   step): 60, 300 and 2,700 runs, with the marginal cost of a run (every time a median of 3: a file's creation
+   here costs 5x more in the minute after a large deletion), and the 2,700 runs again with two rows per run
+   (``log_every=1000``);
 1. the 2,700-configuration grid of ``stability_quadratic`` written out on the command line
    (``samrepro -m task=quadratic … opt=gd,sam,usam lr=<30 values> rho=<30 values>``, the batched launcher)
    against ``samrepro-figs stability_quadratic`` (its sweep through the same launcher, plus its CSV and
@@ -69,7 +70,7 @@ def startup_and_grids(sizes: list[int], repeats: int) -> None:
         print(f"one run (task=quadratic, 1,000 steps, {what}): {t_one:.2f} s", flush=True)
         for n in grids:
             lrs = ",".join(f"{0.001 * (i + 1):.3f}" for i in range(n // 3))
-            t = timed([*run[:1], "-m", *run[1:], f"lr={lrs}", "seed=0,1,2"])
+            t = median_time([*run[:1], "-m", *run[1:], f"lr={lrs}", "seed=0,1,2"], repeats)
             print(f"  {n} runs: {t:.2f} s (ratio to one run {t / t_one:.2f}; marginal cost of a run "
                   f"{1000 * (t - t_one) / (n - 1):.1f} ms)", flush=True)
 

@@ -537,7 +537,7 @@ def test_a_full_log_is_written_by_every_running_configuration(tmp_path, monkeypa
     write = records.write_atomic
 
     def spy(path, text, clean=True):
-        if path.name == "metrics.csv":
+        if (path := Path(path)).name == "metrics.csv":
             sizes.append((path.parent.name, text.count(b"\n")))
         write(path, text, clean)
 
