@@ -185,11 +185,10 @@ def _take_lock(path: str) -> str:
                     with suppress(FileNotFoundError):
                         os.unlink(path)  # its process is gone: take it over
                     continue
-                raise ConfigError(f"{os.path.dirname(path)}: in use by process {pid} on {host} since "
-                                  f"{started.strip()}; run it again once that one ends (or delete {path} if that "
-                                  f"process is gone)") from None
-        raise ConfigError(f"{os.path.dirname(path)}: its lock {path} is being taken over by another process; run it "
-                          f"again")
+                raise ConfigError(f"{Path(path).parent}: in use by process {pid} on {host} since {started.strip()}; "
+                                  f"run it again once that one ends (or delete {path} if that process is "
+                                  f"gone)") from None
+        raise ConfigError(f"{Path(path).parent}: its lock {path} is being taken over by another process; run it again")
     finally:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
