@@ -436,14 +436,13 @@ class RunRecord:
 
     def follow(self, log: object, column: int) -> None:
         """From the next row on, this run's rows are those of ``column`` in ``log``, a
-        :class:`samrepro.train.MetricLog` (``rows(column, start)`` → steps, values)."""
+        :class:`samrepro.train.MetricLog` (``rows(column, start)`` → steps, values; ``last_row``)."""
         self._follows.append((log, column, log.size))
 
     def _last_row(self) -> tuple[int, dict[str, float]]:
         for log, column, start in reversed(self._follows):
-            steps, values = log.rows(column, start)
-            if len(steps):
-                return int(steps[-1]), dict(zip(self.columns[1:], values[-1].tolist()))
+            if (row := log.last_row(column, start)) is not None:
+                return row[0], dict(zip(self.columns[1:], row[1].tolist()))
         return self._last_written
 
     @property

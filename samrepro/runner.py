@@ -175,7 +175,7 @@ def run_inputs(config: Mapping) -> dict:
                              for p in folder.rglob("*") if p.is_file() for st in [p.stat()]) if folder.is_dir() else []
             files[f"task.{key}"] = hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
         elif isinstance(value, str) and value and os.path.isfile(value):
-            stat = Path(value).stat()
+            stat = os.stat(value)
             files[f"task.{key}"] = _file_sha256(Path(value).resolve(), stat.st_size, stat.st_mtime_ns)
     return {"code": code_version(config["task"].get("_target_", "")),
             "device": resolve_device(config["device"]).type, "files": files}

@@ -85,6 +85,11 @@ class MetricLog:
         due = self.due[start:self.size, column]
         return self.steps[start:self.size][due], self.values[start:self.size, column][due]
 
+    def last_row(self, column: int, start: int) -> tuple[int, np.ndarray] | None:
+        """The step and metrics of the last of those rows (None without one), without gathering the others."""
+        due = np.flatnonzero(self.due[start:self.size, column])
+        return (int(self.steps[start + due[-1]]), self.values[start + due[-1], column]) if len(due) else None
+
     @property
     def full(self) -> bool:
         return self.size >= self.ROWS or self.size * self.values[0].size >= self.VALUES
@@ -224,7 +229,6 @@ def train(
         live[position[c]] = False
         if frozen is not None:
             frozen[position[c]] = True
-        records[c].flush()  # first: its last row is then at hand without reading the log again
         summaries[c] = records[c].finish(status, steps_done, time.perf_counter() - start, **extra,
                                          **task.flags(records[c].last))
 
